@@ -1,0 +1,108 @@
+"""Stable model API: `build_model`, `load_checkpoint`, `export_inference_checkpoint`.
+
+```python
+cfg = load_experiment("lorat", "base_224")
+model = build_model(cfg, training=False, backbone_weights="pretrained/dinov2_vitb14_pretrain.pth")  # None: random
+load_checkpoint(model, path)
+out = model(z, x, z_feat_mask)  # {'score_map': (B,Hx,Wx) logits, 'boxes': (B,Hx,Wx,4) normalised xyxy}
+```
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from timm.layers import DropPath
+
+from lib.config import ExperimentConfig
+from lib.models.backbone import VIT_SPECS, create_vit, load_meta_dinov2, resolve_backbone_weights
+from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
+from lib.models.lora import add_lora_, merge_lora_
+from lib.models.lorat import LoRAT
+
+__all__ = ["build_model", "load_checkpoint", "export_inference_checkpoint", "merge_for_inference",
+           "trainable_state_dict", "default_backbone_weights", "CheckpointError", "LoadReport", "read_state_dict",
+           "VIT_SPECS"]
+
+EXPORT_FORMAT = "lorat-inference-v1"
+
+
+class BatchSubsetDropPath(nn.Module):
+    """Stochastic depth as upstream's DINOv2 does it for rates above 0.1 (ViT-g): the residual branch is kept for
+    a random subset of `max(int(B * (1 - p)), 1)` samples, scaled by `B / subset`; the others get none."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0.0:
+            return x
+        b = x.shape[0]
+        keep = max(int(b * (1 - self.rate)), 1)
+        mask = torch.zeros(b, dtype=x.dtype, device=x.device)
+        mask[torch.randperm(b, device=x.device)[:keep]] = b / keep
+        return x * mask.view(b, *([1] * (x.dim() - 1)))
+
+
+def _uniform_drop_path_(blocks: nn.ModuleList, rate: float) -> None:
+    """Upstream uses the same rate in every block (timm's default is a linear ramp)."""
+    make = BatchSubsetDropPath if rate > 0.1 else DropPath
+    for block in blocks:
+        block.drop_path1 = make(rate) if rate > 0 else nn.Identity()
+        block.drop_path2 = make(rate) if rate > 0 else nn.Identity()
+
+
+def default_backbone_weights(cfg: ExperimentConfig) -> Path | None:
+    """`pretrained/<Meta file>` for DINOv2 backbones (whether or not it exists yet), None for demo backbones."""
+    spec = VIT_SPECS[cfg.model.backbone]
+    return Path(__file__).resolve().parents[2] / "pretrained" / spec.meta_file if spec.meta_file else None
+
+
+def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights: str | Path | None = None) -> LoRAT:
+    """Build LoRAT. `training=True`: adapters on every block linear and only LoRA + token-type embedding + head
+    trainable (or everything, for full fine-tuning configs). `training=False`: plain linears, eval mode, no grads.
+
+    Random initialisations are drawn under a fixed seed (`train.seed`), as upstream does, so two builds with the
+    same config are identical.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        vit = create_vit(cfg.model.backbone)
+        if backbone_weights is not None:
+            load_meta_dinov2(vit, resolve_backbone_weights(cfg.model.backbone, backbone_weights))
+        _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
+        model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size)
+        model.pretrained_backbone = str(backbone_weights) if backbone_weights is not None else None
+        if training and cfg.model.lora is not None:
+            model.requires_grad_(False)
+            add_lora_(model.blocks, cfg.model.lora)  # adapters are created trainable
+            model.token_type_embed.requires_grad_(True)
+            model.head.requires_grad_(True)
+    if not training:
+        model.eval().requires_grad_(False)
+    return model
+
+
+def merge_for_inference(model: LoRAT) -> LoRAT:
+    """Fold the adapters of a training model into plain linears (in place) and switch to inference mode."""
+    merge_lora_(model)
+    return model.eval().requires_grad_(False)
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Only the parameters that train (for LoRA models: adapters, token-type embedding, head)."""
+    return {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+
+
+def export_inference_checkpoint(model: LoRAT, cfg: ExperimentConfig, path: str | Path) -> Path:
+    """Write one self-contained file (merged weights + config) that `load_checkpoint` reads into a plain model."""
+    from lib.utils.io import atomic_torch_save
+
+    if any(".lora" in k for k in model.state_dict()):
+        raise ValueError("Merge the adapters first (merge_for_inference) or build with training=False")
+    payload = {"format": EXPORT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict()}
+    path = Path(path)
+    atomic_torch_save(payload, path)
+    return path

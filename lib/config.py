@@ -1,0 +1,236 @@
+"""Typed, frozen experiment configuration loaded from `experiments/<script>/<config>.yaml`.
+
+A YAML file may start with `inherit: [a.yaml, b.yaml]` (paths relative to the file); parents are merged left to
+right (dicts deep-merged, everything else replaced), then the file's own values. Every file is checked against
+the schema on its own, so a misspelled key is reported together with the file that contains it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS_DIR = PROJECT_ROOT / "experiments"
+
+
+class ConfigError(ValueError):
+    """A YAML experiment file is malformed, has an unknown key or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    r: int
+    alpha: float
+    dropout: float
+    use_rslora: bool
+    init: str  # "bert" (A, B ~ trunc-normal 0.02, upstream default) | "lora" | "gaussian"
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / (self.r ** 0.5 if self.use_rslora else self.r)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str  # key of lib.models.backbone.VIT_SPECS
+    drop_path: float
+    template_size: int  # pixels, square
+    search_size: int
+    lora: Optional[LoRAConfig]  # None: full fine-tuning
+
+    @property
+    def patch_size(self) -> int:
+        return 14
+
+    @property
+    def template_feat_size(self) -> int:
+        return self.template_size // self.patch_size
+
+    @property
+    def search_feat_size(self) -> int:
+        return self.search_size // self.patch_size
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str  # key of lib.train.dataset.TRAIN_DATASETS
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: tuple[DatasetEntry, ...]
+    val: tuple[DatasetEntry, ...]
+    samples_per_epoch: int  # global, all ranks together
+    val_samples: int
+    max_gap: int
+    template_area_factor: float
+    search_area_factor: float
+    scale_jitter: float
+    translation_jitter: float
+    min_object_size: float
+    num_workers: int
+    use_lmdb: bool
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int  # global batch, split evenly across ranks
+    grad_accum_steps: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    warmup_lr: float
+    min_lr: float
+    layer_decay: Optional[float]  # full fine-tuning baseline only
+    grad_clip: float
+    amp: str  # "fp16" | "bf16" | "none"; CPU runs always use fp32
+    compile: bool
+    save_every: int  # epochs
+    val_every: int  # epochs; needs data.val
+    seed: int
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    template_area_factor: float
+    search_area_factor: float
+    window_penalty: float
+    min_box_size: float
+    amp: str  # autocast dtype on GPU: "fp16" | "bf16" | "none"
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    script: str
+    name: str
+    model: ModelConfig
+    data: DataConfig
+    train: TrainConfig
+    test: TestConfig
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (for checkpoints and logs); `from_dict` rebuilds the same config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> "ExperimentConfig":
+        _check_keys(cls, data, source, "")
+        return _build(cls, data, source, "")
+
+
+def load_experiment(script: str, config: str, experiments_dir: Path | str | None = None) -> ExperimentConfig:
+    """Load `experiments/<script>/<config>.yaml` (with inheritance) into an immutable `ExperimentConfig`."""
+    root = Path(experiments_dir) if experiments_dir is not None else EXPERIMENTS_DIR
+    path = root / script / f"{config}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (root / script).glob("[!_]*.yaml")) if (root / script).is_dir() else []
+        raise ConfigError(f"No experiment config {path}. Available for '{script}': {', '.join(available) or 'none'}")
+    merged = _load_tree(path, stack=())
+    merged.pop("inherit", None)
+    body = {"script": script, "name": config, **merged}
+    return _build(ExperimentConfig, body, str(path), "")
+
+
+def _load_tree(path: Path, stack: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in stack:
+        raise ConfigError(f"Inheritance cycle: {' -> '.join(str(p) for p in (*stack, path))}")
+    if not path.is_file():
+        raise ConfigError(f"{stack[-1] if stack else path}: inherited file {path} does not exist")
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    parents = raw.pop("inherit", [])
+    parents = [parents] if isinstance(parents, str) else parents
+    _check_keys(ExperimentConfig, raw, str(path), "", top_level=True)
+    merged: dict[str, Any] = {}
+    for parent in parents:
+        merged = _deep_merge(merged, _load_tree(path.parent / parent, (*stack, path)))
+    return _deep_merge(merged, raw)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass inside `tp` (also through Optional[...]), else None."""
+    if dataclasses.is_dataclass(tp):
+        return tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) == 1 and dataclasses.is_dataclass(inner[0]):
+            return inner[0]
+    return None
+
+
+def _check_keys(cls: type, raw: dict[str, Any], source: str, prefix: str, top_level: bool = False) -> None:
+    hints = typing.get_type_hints(cls)
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    if top_level:
+        allowed -= {"script", "name"}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in allowed:
+            raise ConfigError(f"{source}: unknown key '{dotted}' (allowed here: {', '.join(sorted(allowed))})")
+        sub = _dataclass_of(hints[key])
+        if sub is not None and isinstance(value, dict):
+            _check_keys(sub, value, source, f"{dotted}.")
+        elif typing.get_origin(hints[key]) is tuple and isinstance(value, list):
+            item = typing.get_args(hints[key])[0]
+            for i, v in enumerate(value):
+                if dataclasses.is_dataclass(item) and isinstance(v, dict):
+                    _check_keys(item, v, source, f"{dotted}[{i}].")
+
+
+def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {raw!r}")
+    _check_keys(cls, raw, source, prefix)
+    hints = typing.get_type_hints(cls)
+    kwargs = {key: _convert(hints[key], value, source, f"{prefix}{key}") for key, value in raw.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {e}") from e
+
+
+def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(inner, value, source, key)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, source, f"{key}.")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{key}' must be a list, got {value!r}")
+        (item_type, _) = typing.get_args(tp)
+        return tuple(_convert(item_type, v, source, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{source}: '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")

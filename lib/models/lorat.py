@@ -1,0 +1,63 @@
+"""The LoRAT one-stream tracker network (upstream-lorat.md §1.3-§1.5)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.layers import trunc_normal_
+from timm.models.vision_transformer import VisionTransformer
+
+from lib.models.head import MlpAnchorFreeHead
+
+TEMPLATE_BACKGROUND, TEMPLATE_FOREGROUND, SEARCH = 0, 1, 2
+
+
+def search_pos_embed(pretrained_pos_embed: torch.Tensor, grid: int, feat_size: int) -> torch.Tensor:
+    """Resize the pretrained `grid x grid` position embedding (CLS row dropped) to the search grid.
+
+    Bicubic, size-based (interpolate offset 0), align_corners=False, no antialias, in float32: exactly how
+    upstream builds the shared position embedding. Returns (1, feat_size**2, D) in the input dtype.
+    """
+    patch = pretrained_pos_embed[:, 1:, :] if pretrained_pos_embed.shape[1] == grid * grid + 1 else pretrained_pos_embed
+    dim = patch.shape[-1]
+    grid_map = patch.reshape(1, grid, grid, dim).permute(0, 3, 1, 2).float()
+    resized = F.interpolate(grid_map, size=(feat_size, feat_size), mode="bicubic", align_corners=False,
+                            antialias=False)
+    return resized.permute(0, 2, 3, 1).reshape(1, feat_size * feat_size, dim).to(pretrained_pos_embed.dtype)
+
+
+class LoRAT(nn.Module):
+    """Template and search tokens share one position embedding (the template takes its top-left sub-grid) and
+    carry token-type embeddings; all tokens go through the ViT blocks jointly; the head reads search tokens."""
+
+    def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int) -> None:
+        super().__init__()
+        if template_feat_size > search_feat_size:
+            raise ValueError("The template grid must not be larger than the search grid")
+        self.template_feat_size = template_feat_size
+        self.search_feat_size = search_feat_size
+        self.embed_dim = vit.embed_dim
+        self.patch_embed = vit.patch_embed
+        self.patch_embed.strict_img_size = False  # template and search sizes differ from the 518 px of pretraining
+        grid = vit.patch_embed.grid_size[0]
+        self.pos_embed = nn.Parameter(search_pos_embed(vit.pos_embed.data, grid, search_feat_size))
+        self.token_type_embed = nn.Parameter(torch.empty(3, self.embed_dim))
+        trunc_normal_(self.token_type_embed, std=0.02)
+        self.blocks = vit.blocks
+        self.norm = vit.norm
+        self.head = MlpAnchorFreeHead(self.embed_dim, search_feat_size)
+
+    def template_pos_embed(self) -> torch.Tensor:
+        """The top-left `Hz x Wz` slice of the search grid's embedding, flattened row-major."""
+        s, t = self.search_feat_size, self.template_feat_size
+        return self.pos_embed.view(1, s, s, self.embed_dim)[:, :t, :t, :].reshape(1, t * t, self.embed_dim)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """z: (B,3,Hz,Wz) template, x: (B,3,Hx,Wx) search (ImageNet-normalised), z_feat_mask: (B,hz,wz) 0/1."""
+        z_tokens = self.patch_embed(z) + self.template_pos_embed() + self.token_type_embed[z_feat_mask.flatten(1)]
+        x_tokens = self.patch_embed(x) + self.pos_embed + self.token_type_embed[SEARCH]
+        tokens = torch.cat([z_tokens, x_tokens], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens)
+        # LayerNorm is per token, so normalising only the search tokens equals upstream's norm-then-discard.
+        return self.head(self.norm(tokens[:, z_tokens.shape[1]:]))
