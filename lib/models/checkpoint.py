@@ -180,3 +180,27 @@ def _merge_into(target: dict[str, torch.Tensor], by_canonical: dict[str, str], l
             raise CheckpointError(f"{module}: LoRA update {tuple(delta.shape)} does not fit weight {tuple(view.shape)}")
         view.copy_((view.float() + delta).to(view.dtype))
         report.merged_lora.append(f"{module}{'.' + slot if slot else ''}")
+
+
+def official_key(key: str, swiglu: bool) -> str:
+    """This project's training names -> the official release names (q/k/v adapters nested, ViT-g's w12/w3)."""
+    key = re.sub(r"\.attn\.qkv\.lora_([qkv])\.", r".attn.qkv.\1.lora.", key)
+    if swiglu:
+        key = key.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3.")
+    return key
+
+
+def save_official_checkpoint(model: nn.Module, path: str | Path, lora_alpha: float, use_rslora: bool,
+                             swiglu: bool) -> Path:
+    """The trainable weights in the official release layout (safetensors, plus `lora_alpha`/`use_rslora`)."""
+    from safetensors.torch import save
+
+    from lib.utils.io import atomic_write_bytes
+
+    state = {official_key(k, swiglu): p.detach().contiguous().cpu()
+             for k, p in model.named_parameters() if p.requires_grad}
+    state["lora_alpha"] = torch.tensor(int(lora_alpha) if float(lora_alpha).is_integer() else lora_alpha)
+    state["use_rslora"] = torch.tensor(use_rslora)
+    path = Path(path)
+    atomic_write_bytes(path, save(state))
+    return path

@@ -1,0 +1,93 @@
+"""Parameter counts, MACs and forward latency, as reported by `tracking/profile_model.py` (upstream-lorat.md §6)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from timm.models.vision_transformer import Attention
+
+from lib.config import ExperimentConfig
+
+AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int
+    trainable: int
+    lora: int
+    extra: int  # trainable but not LoRA: token-type embedding + head (+ everything else when fully fine-tuned)
+
+
+def count_params(model: nn.Module) -> ParamCounts:
+    trainable = {n: p.numel() for n, p in model.named_parameters() if p.requires_grad}
+    lora = sum(v for n, v in trainable.items() if ".lora" in n)
+    total = sum(p.numel() for p in model.parameters())
+    return ParamCounts(total, sum(trainable.values()), lora, sum(trainable.values()) - lora)
+
+
+def sample_inputs(cfg: ExperimentConfig, batch: int = 1, device: str = "cpu") -> tuple[torch.Tensor, ...]:
+    """Upstream's profiling input: images filled with 0.5 and an all-foreground template mask."""
+    t, s, f = cfg.model.template_size, cfg.model.search_size, cfg.model.template_feat_size
+    return (torch.full((batch, 3, t, t), 0.5, device=device), torch.full((batch, 3, s, s), 0.5, device=device),
+            torch.ones((batch, f, f), dtype=torch.long, device=device))
+
+
+def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
+    """Multiply-accumulates of one forward: thop for the layers, plus attention's two matrix products
+    (q @ k^T and attn @ v, `B * heads * N * N * head_dim` each), which thop cannot see inside SDPA."""
+    import thop
+
+    attention_macs = 0
+
+    def hook(module: Attention, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+        nonlocal attention_macs
+        b, n, dim = args[0].shape
+        attention_macs += 2 * b * n * n * dim
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, Attention)]
+    try:
+        macs, _ = thop.profile(model, inputs=inputs, verbose=False)
+    finally:
+        for h in handles:
+            h.remove()
+        for m in model.modules():  # thop leaves its counters behind as buffers
+            for name in ("total_ops", "total_params"):
+                m._buffers.pop(name, None)
+    return int(macs) + attention_macs
+
+
+@dataclass(frozen=True)
+class Latency:
+    mean_ms: float
+    median_ms: float
+    fps: float  # frames (batch items) per second
+
+
+def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: str = "fp32",
+                    warmup: int = 10, runs: int = 100) -> Latency:
+    """Forward time under `torch.inference_mode` (and autocast for fp16/bf16): CUDA events on GPU, wall clock
+    on CPU."""
+    device = inputs[0].device
+    amp = AMP_DTYPES[dtype]
+    times: list[float] = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        for i in range(warmup + runs):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                model(*inputs)
+                end.record()
+                torch.cuda.synchronize()
+                elapsed = start.elapsed_time(end)
+            else:
+                t0 = time.perf_counter()
+                model(*inputs)
+                elapsed = (time.perf_counter() - t0) * 1000
+            if i >= warmup:
+                times.append(elapsed)
+    times.sort()
+    mean = sum(times) / len(times)
+    return Latency(mean, times[len(times) // 2], 1000.0 * inputs[0].shape[0] / mean)

@@ -1,0 +1,1 @@
+"""Benchmark metrics (LaSOT-toolkit OPE, got10k toolkit), tables and plots."""

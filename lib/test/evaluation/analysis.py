@@ -1,0 +1,83 @@
+"""Score result files of one or several trackers on a dataset (no cache: numbers always come from the files)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lib.test.analysis.metrics import PROTOCOL_METRICS, SequenceGT, benchmark_spec, evaluate_dataset
+from lib.test.evaluation.data import Sequence
+from lib.test.evaluation.results import missing_sequences, read_sequence_boxes, tracker_results_dir
+
+
+@dataclass(frozen=True)
+class TrackerEntry:
+    """One tracker to compare: `run_ids=None` reads `<config>/`, else `<config>_<id:03d>/` for each id."""
+
+    script: str
+    config: str
+    run_ids: tuple[int, ...] | None = None
+    display_name: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.display_name:
+            return self.display_name
+        runs = "" if self.run_ids is None else "_" + "+".join(f"{i:03d}" for i in self.run_ids)
+        return f"{self.script}/{self.config}{runs}"
+
+    def results_dirs(self, results_path: str | Path) -> list[Path]:
+        ids = [None] if self.run_ids is None else list(self.run_ids)
+        return [tracker_results_dir(results_path, self.script, self.config, run_id) for run_id in ids]
+
+
+class MissingResultsError(FileNotFoundError):
+    """Some sequences have no (complete) result file; the message lists them per results folder."""
+
+
+def load_tracker_results(
+    entry: TrackerEntry, sequences: list[Sequence], results_path: str | Path
+) -> dict[str, list[np.ndarray]]:
+    """{sequence name: one (N, 4) xywh array per run}; any missing or incomplete file is an error naming it."""
+    dirs = entry.results_dirs(results_path)
+    problems = []
+    for results_dir in dirs:
+        missing = missing_sequences(results_dir, sequences)
+        if missing:
+            problems.append(f"{results_dir / sequences[0].dataset}: {len(missing)} missing: {', '.join(missing)}")
+    if problems:
+        raise MissingResultsError(
+            f"results of {entry.name} are incomplete (run tracking/test.py for them first):\n  " + "\n  ".join(problems)
+        )
+    return {seq.name: [read_sequence_boxes(d, seq) for d in dirs] for seq in sequences}
+
+
+def sequence_gt(seq: Sequence) -> SequenceGT:
+    """The metric module's view of a sequence (image size only where the GOT-10k protocol needs it)."""
+    needs_size = seq.cover is not None
+    return SequenceGT(seq.name, seq.ground_truth_rect, visible=seq.visible,
+                      image_size=seq.image_size if needs_size else None, cover=seq.cover)
+
+
+def evaluate_trackers(
+    dataset_name: str, sequences: list[Sequence], entries: list[TrackerEntry], results_path: str | Path
+) -> dict[str, dict[str, dict]]:
+    """{tracker name: {protocol: evaluator output}} for every entry (all must have complete results)."""
+    benchmark_spec(dataset_name)  # server-scored / unknown datasets fail before any file is read
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two trackers share a display name: {names}; give them distinct names")
+    gts = [sequence_gt(seq) for seq in sequences]
+    return {
+        e.name: evaluate_dataset(dataset_name, load_tracker_results(e, sequences, results_path), gts)
+        for e in entries
+    }
+
+
+def summary_rows(evaluations: dict[str, dict[str, dict]]) -> dict[str, dict[str, float]]:
+    """{tracker: {metric: percent}} with the scalar metrics of every protocol (e.g. AO, SR0.5, AUC, ...)."""
+    return {
+        tracker: {m: float(out[m]) for protocol, out in by_protocol.items() for m in PROTOCOL_METRICS[protocol]}
+        for tracker, by_protocol in evaluations.items()
+    }

@@ -1,0 +1,217 @@
+"""Resumable runner: tracks every unfinished sequence of a dataset, in-process or in spawned workers.
+
+Each worker builds its tracker once and reuses it (`initialize` restarts it per sequence); worker `k` uses
+GPU `k % num_gpus` when the device is `cuda`. A sequence that raises is reported with its traceback while the
+others still run; its files are never written (atomic writes), so a rerun picks it up again and skips the
+finished ones.
+"""
+from __future__ import annotations
+
+import queue
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import multiprocessing as mp
+import numpy as np
+from tqdm import tqdm
+
+from lib.test.evaluation.data import Sequence
+from lib.test.evaluation.results import is_finished, write_sequence_result
+from lib.test.tracker import Tracker, build_tracker
+from lib.utils.image import read_image
+
+_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class TrackerSpec:
+    """What to build in each worker (all picklable strings)."""
+
+    script: str
+    config: str
+    checkpoint: str | None = None
+    backbone_weights: str | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class SequenceOutcome:
+    name: str
+    frames: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """What happened: sequences skipped as already finished, and one outcome per attempted sequence."""
+
+    skipped: list[str]
+    outcomes: list[SequenceOutcome]
+
+    @property
+    def failures(self) -> list[SequenceOutcome]:
+        return [o for o in self.outcomes if o.error is not None]
+
+
+def worker_device(device: str, worker_index: int, num_gpus: int) -> str:
+    """`cuda` -> `cuda:<worker_index % num_gpus>`; any other device string is used as given."""
+    if device != "cuda":
+        return device
+    if num_gpus < 1:
+        raise ValueError(f"--num_gpus must be >= 1 with --device cuda, got {num_gpus}")
+    return f"cuda:{worker_index % num_gpus}"
+
+
+def track_sequence(tracker: Tracker, seq: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Run `tracker` over `seq`: boxes (N, 4) xywh (row 0 = the init box) and seconds per frame (N,).
+
+    Only the frame-0 box is given to the tracker; timing covers the tracker calls, not image decoding.
+    """
+    boxes = np.empty((seq.num_frames, 4), dtype=np.float64)
+    times = np.empty(seq.num_frames, dtype=np.float64)
+    boxes[0] = seq.init_box()
+    image = read_image(seq.frames[0])
+    start = time.perf_counter()
+    tracker.initialize(image, boxes[0].copy())
+    times[0] = time.perf_counter() - start
+    for i in range(1, seq.num_frames):
+        image = read_image(seq.frames[i])
+        start = time.perf_counter()
+        box, _confidence = tracker.track(image)
+        times[i] = time.perf_counter() - start
+        box = np.asarray(box, dtype=np.float64)
+        if box.shape != (4,):
+            raise ValueError(f"tracker returned a box of shape {box.shape} on frame {i}, expected (4,) x,y,w,h")
+        boxes[i] = box
+    return boxes, times
+
+
+def run_sequence(tracker: Tracker, seq: Sequence, results_dir: Path) -> SequenceOutcome:
+    """Track one sequence and write its result files; any exception becomes the outcome's error text."""
+    try:
+        boxes, times = track_sequence(tracker, seq)
+        write_sequence_result(results_dir, seq, boxes, times)
+    except Exception:
+        return SequenceOutcome(seq.name, error=f"{seq.dataset}/{seq.name}:\n{traceback.format_exc()}")
+    return SequenceOutcome(seq.name, seq.num_frames, float(times.sum()))
+
+
+def _build(spec: TrackerSpec, device: str) -> Tracker:
+    return build_tracker(spec.script, spec.config, spec.checkpoint, spec.backbone_weights, device)
+
+
+def _worker_main(index: int, spec: TrackerSpec, device: str, results_dir: Path, tasks, messages) -> None:
+    """Worker process loop: ('start', index, name) then ('done', index, outcome) per sequence."""
+    tracker = None
+    build_error = None
+    while (seq := tasks.get()) is not None:
+        messages.put(("start", index, seq.name))
+        if tracker is None and build_error is None:
+            try:
+                tracker = _build(spec, device)
+            except Exception:
+                build_error = (
+                    f"building tracker {spec.script}/{spec.config} on {device} failed:\n{traceback.format_exc()}"
+                )
+        if build_error is not None:
+            outcome = SequenceOutcome(seq.name, error=f"{seq.dataset}/{seq.name}: {build_error}")
+        else:
+            outcome = run_sequence(tracker, seq, results_dir)
+        messages.put(("done", index, outcome))
+
+
+def _progress(total: int) -> tqdm:
+    return tqdm(total=total, unit="seq", dynamic_ncols=True)
+
+
+def _record(bar: tqdm, outcomes: list[SequenceOutcome], outcome: SequenceOutcome) -> None:
+    outcomes.append(outcome)
+    frames = sum(o.frames for o in outcomes)
+    seconds = sum(o.seconds for o in outcomes)
+    bar.set_postfix(fps=f"{frames / seconds:.1f}" if seconds > 0 else "-", failed=len([o for o in outcomes if o.error]))
+    bar.update(1)
+
+
+def _run_in_process(spec: TrackerSpec, todo: list[Sequence], results_dir: Path, device: str) -> list[SequenceOutcome]:
+    outcomes: list[SequenceOutcome] = []
+    tracker = _build(spec, device)
+    with _progress(len(todo)) as bar:
+        for seq in todo:
+            _record(bar, outcomes, run_sequence(tracker, seq, results_dir))
+    return outcomes
+
+
+def _run_workers(
+    spec: TrackerSpec, todo: list[Sequence], results_dir: Path, threads: int, num_gpus: int
+) -> list[SequenceOutcome]:
+    ctx = mp.get_context("spawn")
+    tasks, messages = ctx.Queue(), ctx.Queue()
+    num_workers = min(threads, len(todo))
+    for seq in todo:
+        tasks.put(seq)
+    for _ in range(num_workers):
+        tasks.put(None)
+    workers = [
+        ctx.Process(
+            target=_worker_main,
+            args=(k, spec, worker_device(spec.device, k, num_gpus), results_dir, tasks, messages),
+            name=f"tracking-worker-{k}",
+        )
+        for k in range(num_workers)
+    ]
+    for w in workers:
+        w.start()
+    outcomes: list[SequenceOutcome] = []
+    pending = {seq.name for seq in todo}
+    in_flight: dict[int, str] = {}
+    try:
+        with _progress(len(todo)) as bar:
+            while pending:
+                try:
+                    kind, index, payload = messages.get(timeout=_POLL_SECONDS)
+                except queue.Empty:
+                    for index, name in list(in_flight.items()):
+                        if not workers[index].is_alive() and workers[index].exitcode != 0:
+                            message = f"{name}: worker {index} died (exit code {workers[index].exitcode}) on it"
+                            del in_flight[index]
+                            pending.discard(name)
+                            _record(bar, outcomes, SequenceOutcome(name, error=message))
+                    if not any(w.is_alive() for w in workers):
+                        for name in sorted(pending):
+                            message = f"{name}: no worker process left to run it"
+                            _record(bar, outcomes, SequenceOutcome(name, error=message))
+                        pending.clear()
+                    continue
+                if kind == "start":
+                    in_flight[index] = payload
+                else:
+                    in_flight.pop(index, None)
+                    pending.discard(payload.name)
+                    _record(bar, outcomes, payload)
+    finally:
+        for w in workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+                w.join()
+    return outcomes
+
+
+def run_dataset(
+    spec: TrackerSpec, sequences: list[Sequence], results_dir: Path, threads: int = 0, num_gpus: int = 1
+) -> RunReport:
+    """Run `spec` on every sequence whose result files are not finished yet (threads=0: in this process)."""
+    results_dir = Path(results_dir)
+    finished = [is_finished(results_dir, seq) for seq in sequences]
+    skipped = [seq.name for seq, done in zip(sequences, finished) if done]
+    todo = [seq for seq, done in zip(sequences, finished) if not done]
+    if not todo:
+        return RunReport(skipped, [])
+    if threads <= 0:
+        outcomes = _run_in_process(spec, todo, results_dir, worker_device(spec.device, 0, num_gpus))
+    else:
+        outcomes = _run_workers(spec, todo, results_dir, threads, num_gpus)
+    return RunReport(skipped, outcomes)

@@ -1,0 +1,119 @@
+"""`TrainingPairs`: the torch Dataset of training pairs the DataLoader iterates (one item = one processed pair).
+
+Item `i` of rank `r` is global job `r + i * world_size` of the epoch (the DistributedSampler stride). Its
+generator is `job_rng(seed, rank, epoch, job)`; the pair comes from the epoch plan, the frames are read, and
+`processing(z_image, z_box_xyxy, x_image, x_box_xyxy, rng)` builds the sample. When processing rejects the
+crop (returns None) a replacement pair is drawn with the same generator, as upstream. An unreadable frame is
+logged with its location, counted, and replaced the same way; if more than `max_failure_rate` of the pairs
+this process has drawn fail (checked after `min_draws_for_failure_check` draws), an error stops training.
+
+Call `set_epoch(epoch)` before creating each epoch's DataLoader iterator (workers copy the dataset when the
+iterator starts, so do not use persistent_workers).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+import torch.utils.data
+
+from lib.train.data.sampler import PairDraw, PairSampler, PairSource, job_rng
+
+logger = logging.getLogger(__name__)
+
+Processing = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator], "dict | None"]
+
+
+class FrameSource(PairSource, Protocol):
+    """A PairSource that can also read frames (lib.train.dataset.TrackingDataset)."""
+
+    def read_frame(self, seq_index: int, frame_index: int) -> np.ndarray: ...
+
+    def frame_location(self, seq_index: int, frame_index: int) -> str: ...
+
+
+class TrainingPairs(torch.utils.data.Dataset):
+    def __init__(
+        self,
+        datasets: Sequence[FrameSource],
+        weights: Sequence[float],
+        samples_per_epoch: int,
+        max_gap: int,
+        processing: Processing,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        max_failure_rate: float = 0.01,
+        min_draws_for_failure_check: int = 100,
+        max_rejections: int = 1000,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
+        if samples_per_epoch < world_size:
+            raise ValueError(f"samples_per_epoch ({samples_per_epoch}) is smaller than world_size ({world_size})")
+        self.sampler = PairSampler(datasets, weights, samples_per_epoch, max_gap, seed)
+        self.processing = processing
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.max_failure_rate = max_failure_rate
+        self.min_draws_for_failure_check = min_draws_for_failure_check
+        self.max_rejections = max_rejections
+        self.epoch = 0
+        self.draws = 0  # pairs drawn by this process (first draws and replacements)
+        self.read_failures = 0
+        self.sampler.picker.plan(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's plan (computed here, in the main process, before workers copy the dataset)."""
+        self.sampler.picker.plan(epoch)
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.sampler.samples_per_epoch // self.world_size
+
+    def global_index(self, index: int) -> int:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} outside [0, {len(self)})")
+        return self.rank + index * self.world_size
+
+    def _read(self, pair: PairDraw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        dataset = self.sampler.datasets[pair.dataset_index]
+        track = dataset.sequence(pair.sequence_index).tracks[pair.track_index]
+        images = []
+        for frame in (pair.template_frame, pair.search_frame):
+            try:
+                images.append(dataset.read_frame(pair.sequence_index, frame))
+            except (OSError, ValueError) as exc:
+                self.read_failures += 1
+                logger.warning(
+                    "skipping unreadable frame %s (%s); drawing a replacement pair (%d of %d draws failed)",
+                    dataset.frame_location(pair.sequence_index, frame), exc, self.read_failures, self.draws,
+                )
+                self._check_failure_rate()
+                return None
+        return images[0], track.boxes[pair.template_frame].copy(), images[1], track.boxes[pair.search_frame].copy()
+
+    def _check_failure_rate(self) -> None:
+        if self.draws >= self.min_draws_for_failure_check and self.read_failures > self.max_failure_rate * self.draws:
+            raise RuntimeError(
+                f"{self.read_failures} of the {self.draws} training pairs drawn by this process had unreadable "
+                f"frames (more than {self.max_failure_rate:.0%}); the dataset files are damaged or the paths in "
+                "local.py are wrong. See the warnings above for the files, then repair or re-extract them."
+            )
+
+    def __getitem__(self, index: int) -> dict:
+        rng = job_rng(self.seed, self.rank, self.epoch, self.global_index(index))
+        pair = self.sampler.pair(self.epoch, self.global_index(index), rng)
+        for _ in range(self.max_rejections):
+            self.draws += 1
+            frames = self._read(pair)
+            sample = None if frames is None else self.processing(*frames, rng)
+            if sample is not None:
+                return sample
+            pair = self.sampler.replacement(rng)
+        raise RuntimeError(
+            f"{self.max_rejections} pairs in a row were rejected for job {self.global_index(index)} of epoch "
+            f"{self.epoch}; the processing step rejects (almost) every crop, check its settings"
+        )

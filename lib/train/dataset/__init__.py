@@ -1,0 +1,76 @@
+"""Training dataset registry: name -> where the data lives (local.py fields) and how to parse it.
+
+`build_train_dataset(name, env, use_lmdb)` returns a TrackingDataset reading either the dataset folder or
+its LMDB (built by tracking/build_lmdb.py) through the same parser. `synthetic_<domain>_<split>` names read
+the GOT-10k layout at `<synthetic_dir>/<domain>/<split>`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from lib.train.admin.environment import EnvironmentSettings
+from lib.train.dataset.base import SequenceInfo, Track, TrackingDataset
+from lib.train.dataset.coco import COCO
+from lib.train.dataset.got10k import GOT10k
+from lib.train.dataset.lasot import LaSOT
+from lib.train.dataset.trackingnet import TrackingNet
+from lib.utils.lmdb_store import Store, open_store
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    folder_field: str  # EnvironmentSettings field of the dataset folder
+    lmdb_field: str  # EnvironmentSettings field of its LMDB
+    build: Callable[[Store], TrackingDataset]
+
+
+TRAIN_DATASETS: dict[str, DatasetSpec] = {
+    "lasot_train": DatasetSpec("lasot_dir", "lasot_lmdb_dir", lambda s: LaSOT(s, "lasot_train", "train")),
+    "got10k_vottrain": DatasetSpec(
+        "got10k_dir", "got10k_lmdb_dir",
+        lambda s: GOT10k(s, "got10k_vottrain", "train", "got10k_vot_train_split.txt"),
+    ),
+    "got10k_train_full": DatasetSpec("got10k_dir", "got10k_lmdb_dir", lambda s: GOT10k(s, "got10k_train_full", "train")),
+    "got10k_val": DatasetSpec("got10k_dir", "got10k_lmdb_dir", lambda s: GOT10k(s, "got10k_val", "val")),
+    "trackingnet_train": DatasetSpec("trackingnet_dir", "trackingnet_lmdb_dir", lambda s: TrackingNet(s)),
+    "coco2017_train": DatasetSpec("coco_dir", "coco_lmdb_dir", lambda s: COCO(s, "coco2017_train", "train2017")),
+}
+SYNTHETIC_PREFIX = "synthetic_"
+
+
+def _build_synthetic(name: str, env: EnvironmentSettings, use_lmdb: bool) -> TrackingDataset:
+    parts = name[len(SYNTHETIC_PREFIX):].split("_")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"synthetic dataset names are synthetic_<domain>_<split> (e.g. synthetic_a_train), got {name!r}")
+    if use_lmdb:
+        raise ValueError(f"{name}: synthetic datasets are read from folders only; build them without use_lmdb")
+    domain, split = parts
+    synthetic_dir = env.require("synthetic_dir")
+    folders = [f for f in sorted(os.listdir(synthetic_dir)) if f.lower() == domain.lower()]  # "a" finds "A"
+    if len(folders) != 1:
+        raise FileNotFoundError(
+            f"{name}: expected one domain folder named {domain!r} (any case) in {synthetic_dir}, found {folders}; "
+            "generate the synthetic data first"
+        )
+    return GOT10k(open_store(os.path.join(synthetic_dir, folders[0]), use_lmdb=False), name, split)
+
+
+def build_train_dataset(name: str, env: EnvironmentSettings, use_lmdb: bool = False) -> TrackingDataset:
+    """Build the training dataset registered as `name`, reading folders or LMDBs named in `env`."""
+    if name.startswith(SYNTHETIC_PREFIX):
+        return _build_synthetic(name, env, use_lmdb)
+    if name not in TRAIN_DATASETS:
+        raise KeyError(
+            f"unknown training dataset {name!r}; known: {', '.join(TRAIN_DATASETS)}, synthetic_<domain>_<split>"
+        )
+    spec = TRAIN_DATASETS[name]
+    root = env.require(spec.lmdb_field if use_lmdb else spec.folder_field)
+    return spec.build(open_store(root, use_lmdb))
+
+
+__all__ = [
+    "COCO", "GOT10k", "LaSOT", "TrackingNet", "SequenceInfo", "Track", "TrackingDataset", "DatasetSpec",
+    "TRAIN_DATASETS", "build_train_dataset",
+]

@@ -1,0 +1,55 @@
+"""Scoring result files: LaSOT 1-based files round trip, run-id merging, tracker comparison, missing results."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lib.test.evaluation.analysis import MissingResultsError, TrackerEntry, evaluate_trackers, summary_rows
+from lib.test.evaluation.data import Sequence
+from lib.test.evaluation.results import tracker_results_dir, write_sequence_result
+
+GT = np.array([[0.0, 0.0, 10.0, 10.0], [2.0, 1.0, 10.0, 10.0], [4.0, 2.0, 10.0, 10.0], [6.0, 3.0, 10.0, 10.0]])
+
+
+def _lasot_seq(name: str) -> Sequence:
+    return Sequence(name, tuple(f"{i}.jpg" for i in range(4)), "lasot", GT.copy(), visible=np.ones(4, bool),
+                    file_offset=1.0)
+
+
+def _write(results_path, script, config, run_id, seq, boxes):
+    write_sequence_result(tracker_results_dir(results_path, script, config, run_id), seq, boxes, np.zeros(len(boxes)))
+
+
+def test_perfect_and_static_trackers_on_lasot_files(tmp_path):
+    seqs = [_lasot_seq("cat-1"), _lasot_seq("dog-2")]
+    for seq in seqs:
+        _write(tmp_path, "perfect", "c", None, seq, GT)  # files hold GT + 1 (1-based), read back -1
+        for run_id in (0, 1):
+            _write(tmp_path, "static", "c", run_id, seq, np.tile(GT[0], (4, 1)))
+    entries = [TrackerEntry("perfect", "c", display_name="Perfect"), TrackerEntry("static", "c", (0, 1))]
+    rows = summary_rows(evaluate_trackers("lasot", seqs, entries, tmp_path))
+    assert list(rows) == ["Perfect", "static/c_000+001"]
+    # IoU 1 everywhere: success is 1 for the 20 thresholds below 1 and 0 at 1 (strict >) -> AUC = 20/21.
+    assert rows["Perfect"]["AUC"] == pytest.approx(100 * 20 / 21)
+    assert rows["Perfect"]["Precision"] == pytest.approx(100.0)
+    # static: frame errors (2,1)*k -> centre distances 0, sqrt5, sqrt20, sqrt45 -> all <= 20 px
+    assert rows["static/c_000+001"]["Precision"] == pytest.approx(100.0)
+    ious = [1.0] + [(10 - 2 * k) * (10 - k) / (200 - (10 - 2 * k) * (10 - k)) for k in (1, 2, 3)]
+    assert rows["static/c_000+001"]["OP50"] == pytest.approx(100 * np.mean(np.array(ious) > 0.5))
+
+
+def test_missing_results_are_listed(tmp_path):
+    seqs = [_lasot_seq("cat-1"), _lasot_seq("dog-2"), _lasot_seq("eel-3")]
+    _write(tmp_path, "t", "c", 0, seqs[0], GT)
+    _write(tmp_path, "t", "c", 1, seqs[0], GT)
+    _write(tmp_path, "t", "c", 1, seqs[2], GT)
+    with pytest.raises(MissingResultsError) as info:
+        evaluate_trackers("lasot", seqs, [TrackerEntry("t", "c", (0, 1))], tmp_path)
+    message = str(info.value)
+    assert "c_000/lasot: 2 missing: dog-2, eel-3" in message and "c_001/lasot: 1 missing: dog-2" in message
+
+
+def test_server_scored_dataset_is_refused(tmp_path):
+    seq = Sequence("s", ("a.jpg",), "trackingnet", np.ones((1, 4)))
+    with pytest.raises(ValueError, match="evaluation server"):
+        evaluate_trackers("trackingnet", [seq], [TrackerEntry("t", "c")], tmp_path)

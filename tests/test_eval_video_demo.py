@@ -1,0 +1,48 @@
+"""tracking/video_demo.py on a generated video file and an image folder, run as a user would."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from test_eval_helpers import write_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "tracking/video_demo.py", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def test_video_file_and_image_folder(tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 20 * i, dtype=np.uint8))
+    writer.release()
+    out = tmp_path / "out"
+    result = _run("static", "none", str(video), "--init_box", "5", "6", "20", "10.5", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert (out / "clip_static_none.txt").read_text() == "5.0000,6.0000,20.0000,10.5000\n" * 6
+    capture = cv2.VideoCapture(str(out / "clip_static_none.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 64
+    capture.release()
+
+    for i in (1, 2, 10):
+        write_frame(tmp_path / "frames" / f"{i}.jpg", 40, 30, value=30 * i)
+    result = _run("static", "none", str(tmp_path / "frames"), "--init_box", "1", "2", "3", "4", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert len((out / "frames_static_none.txt").read_text().splitlines()) == 3
+    assert not list(out.glob(".*partial*"))
+
+
+def test_no_box_without_display_is_a_clear_error(tmp_path):
+    write_frame(tmp_path / "frames" / "1.jpg")
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = _run("static", "none", str(tmp_path / "frames"), "--out", str(tmp_path / "out"), env=env)
+    assert result.returncode != 0 and "--init_box" in result.stderr and "no display" in result.stderr

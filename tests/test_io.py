@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from lib.utils.image import decode_image, read_image
+from lib.utils.io import atomic_torch_save, atomic_write_bytes, atomic_write_text
+
+
+def test_atomic_writes_round_trip_and_leave_no_temp_files(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(path, "one\n")
+    atomic_write_text(path, "two\r\n")
+    assert path.read_bytes() == b"two\r\n"
+    atomic_write_bytes(tmp_path / "b.bin", b"\x00\x01")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\x01"
+    atomic_torch_save({"w": torch.arange(3)}, tmp_path / "c.pth")
+    assert torch.load(tmp_path / "c.pth")["w"].tolist() == [0, 1, 2]
+    assert sorted(os.listdir(tmp_path)) == ["a.txt", "b.bin", "c.pth"]
+
+
+def test_failed_write_keeps_the_old_file(tmp_path):
+    path = tmp_path / "ckpt.pth"
+    atomic_torch_save({"epoch": 1}, path)
+    with pytest.raises(Exception):
+        atomic_torch_save({"bad": lambda: 0}, path)  # lambdas cannot be pickled
+    assert torch.load(path) == {"epoch": 1} and os.listdir(tmp_path) == ["ckpt.pth"]
+    with pytest.raises(FileNotFoundError, match="folder .*missing does not exist"):
+        atomic_write_text(tmp_path / "missing" / "x.txt", "x")
+
+
+def test_read_image_is_rgb_and_errors_name_the_file(tmp_path):
+    bgr = np.zeros((4, 6, 3), np.uint8)
+    bgr[..., 2] = 255  # pure red in OpenCV's BGR order
+    cv2.imwrite(str(tmp_path / "red.png"), bgr)
+    image = read_image(tmp_path / "red.png")
+    assert image.shape == (4, 6, 3) and image.dtype == np.uint8
+    assert image[0, 0].tolist() == [255, 0, 0]
+    with pytest.raises(FileNotFoundError, match="nothere.jpg does not exist"):
+        read_image(tmp_path / "nothere.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(ValueError, match="bad.jpg could not be decoded"):
+        read_image(tmp_path / "bad.jpg")
+    with pytest.raises(ValueError, match="key/x.jpg is empty"):
+        decode_image(b"", "key/x.jpg")

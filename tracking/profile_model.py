@@ -1,0 +1,57 @@
+"""Parameters, MACs and forward speed of a LoRAT variant.
+
+    python tracking/profile_model.py --script lorat --config base_224 [--device cpu|cuda] [--dtype fp32|fp16|bf16]
+                                     [--batch N] [--runs N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from lib.config import load_experiment  # noqa: E402
+from lib.models import build_model  # noqa: E402
+from lib.models.profile import count_macs, count_params, measure_latency, sample_inputs  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--script", default="lorat")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"],
+                        help="autocast dtype of the timed forward (the model stays fp32, as upstream)")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=None, help="default: 10 on GPU, 2 on CPU")
+    parser.add_argument("--runs", type=int, default=None, help="default: 100 on GPU, 10 on CPU")
+    args = parser.parse_args(argv)
+    cuda = args.device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        parser.error("--device cuda, but no CUDA device is visible")
+
+    cfg = load_experiment(args.script, args.config)
+    train_counts = count_params(build_model(cfg, training=True))
+    model = build_model(cfg, training=False).to(args.device)
+    infer_total = count_params(model).total
+    macs = count_macs(model, sample_inputs(cfg, 1))
+    latency = measure_latency(model, sample_inputs(cfg, args.batch, args.device), args.dtype,
+                              warmup=args.warmup if args.warmup is not None else (10 if cuda else 2),
+                              runs=args.runs if args.runs is not None else (100 if cuda else 10))
+
+    device_name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"{args.script}/{args.config}: {cfg.description}")
+    print(f"  parameters (training build): {train_counts.total / 1e6:9.2f} M")
+    print(f"  trainable:                   {train_counts.trainable / 1e6:9.2f} M  "
+          f"(LoRA {train_counts.lora / 1e6:.2f} M, token-type embedding + head + other {train_counts.extra / 1e6:.2f} M)")
+    print(f"  parameters (inference, merged): {infer_total / 1e6:6.2f} M")
+    print(f"  MACs (batch 1, merged):      {macs / 1e9:9.2f} G")
+    print(f"  latency ({device_name}, {args.dtype}, batch {args.batch}): mean {latency.mean_ms:.2f} ms, "
+          f"median {latency.median_ms:.2f} ms, {latency.fps:.1f} FPS")
+
+
+if __name__ == "__main__":
+    main()

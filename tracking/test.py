@@ -1,0 +1,74 @@
+"""Run a tracker on a benchmark and write resumable per-sequence result files.
+
+    python tracking/test.py lorat base_224 --dataset_name lasot --threads 4 --num_gpus 2 --device cuda
+
+Finished sequences are skipped, so an interrupted run is resumed by running the same command again.
+Exits non-zero if any sequence failed (each failure is printed with its traceback at the end).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib.test.evaluation.datasets import dataset_names, get_dataset  # noqa: E402
+from lib.test.evaluation.environment import env_settings  # noqa: E402
+from lib.test.evaluation.results import tracker_results_dir  # noqa: E402
+from lib.test.evaluation.running import TrackerSpec, run_dataset  # noqa: E402
+from lib.test.tracker import TRACKER_BUILDERS  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
+    parser.add_argument("script", help=f"tracker script: {', '.join(TRACKER_BUILDERS)}")
+    parser.add_argument("config", help="config name, e.g. base_224 (experiments/<script>/<config>.yaml)")
+    parser.add_argument("--dataset_name", "--dataset", dest="dataset_name", required=True,
+                        help=f"benchmark: {', '.join(dataset_names())}")
+    parser.add_argument("--sequence", action="append", default=None,
+                        help="run only this sequence (repeatable)")
+    parser.add_argument("--threads", type=int, default=0, help="worker processes (0 = run in this process)")
+    parser.add_argument("--num_gpus", type=int, default=1, help="worker k uses GPU k %% num_gpus (with --device cuda)")
+    parser.add_argument("--runid", type=int, default=None, help="run id: results go to <config>_<runid:03d>")
+    parser.add_argument("--checkpoint", default=None, help="tracker checkpoint file")
+    parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda (spread over --num_gpus) or cuda:N")
+    parser.add_argument("--env_file", default=None, help="evaluation local.py (default lib/test/evaluation/local.py)")
+    return parser.parse_args(argv)
+
+
+def select_sequences(sequences: list, names: list[str] | None) -> list:
+    """The sequences named in `names` (all when None); unknown names are an error listing them."""
+    if not names:
+        return sequences
+    by_name = {seq.name: seq for seq in sequences}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise SystemExit(f"error: sequence(s) {', '.join(unknown)} not in this dataset "
+                         f"(first names: {', '.join(list(by_name)[:5])}, ...)")
+    return [by_name[n] for n in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    env = env_settings(args.env_file)
+    sequences = select_sequences(get_dataset(args.dataset_name, env), args.sequence)
+    results_dir = tracker_results_dir(env.results_path, args.script, args.config, args.runid)
+    spec = TrackerSpec(args.script, args.config, args.checkpoint, args.backbone_weights, args.device)
+    print(f"{args.script}/{args.config} on {args.dataset_name}: {len(sequences)} sequences -> {results_dir}")
+    report = run_dataset(spec, sequences, results_dir, args.threads, args.num_gpus)
+    done = len(report.outcomes) - len(report.failures)
+    print(f"finished {done}, skipped {len(report.skipped)} already finished, failed {len(report.failures)}")
+    for failure in report.failures:
+        print(f"\nFAILED {failure.error}", file=sys.stderr)
+    if report.failures:
+        print(f"\n{len(report.failures)} sequence(s) failed: {', '.join(f.name for f in report.failures)}. "
+              "Fix the cause and rerun the same command (finished sequences are skipped).", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
