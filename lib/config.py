@@ -234,3 +234,25 @@ def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
     if tp in (int, str, bool) and type(value) is tp:
         return value
     raise ConfigError(f"{source}: '{key}' must be {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def apply_overrides(cfg: ExperimentConfig, overrides: list[str] | tuple[str, ...]) -> ExperimentConfig:
+    """A copy of `cfg` with `section.key=value` overrides (values parsed as YAML, checked like a YAML file).
+
+    Example: `apply_overrides(cfg, ["train.epochs=3", "data.num_workers=0", "model.lora=null"])`.
+    """
+    data = cfg.to_dict()
+    for item in overrides:
+        dotted, sep, text = item.partition("=")
+        if not sep or not dotted:
+            raise ConfigError(f"override '{item}': expected section.key=value")
+        *parents, leaf = dotted.strip().split(".")
+        node = data
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a config section")
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(f"override '{item}': unknown key '{dotted}'")
+        node[leaf] = yaml.safe_load(text)
+    return ExperimentConfig.from_dict(data, source="command-line overrides")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install every dependency into the active Python (3.10+). Idempotent; stops at the first failure.
+set -euo pipefail
+
+PYTHON=${PYTHON:-python3}
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f"Python 3.10+ is required, found {sys.version.split()[0]}")
+PY
+
+# torch and torchvision from the registry's default build (CUDA wheels on Linux; they also run on CPU).
+"$PYTHON" -m pip install --upgrade-strategy only-if-needed torch torchvision
+"$PYTHON" -m pip install --upgrade-strategy only-if-needed -r requirements.txt
+"$PYTHON" - <<'PY'
+import cv2, lmdb, pycocotools, timm, torch, torchvision, thop  # noqa: F401  (fail here, not in the middle of a run)
+print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), torchvision {torchvision.__version__}, "
+      f"timm {timm.__version__}, opencv {cv2.__version__}")
+PY
+echo "install.sh: done. Next: python tracking/create_default_local_file.py --workspace_dir . --data_dir ./data --save_dir ./output"

@@ -1,0 +1,223 @@
+"""LoRAT training-sample processing: crops, augmentation, template mask and labels (upstream-lorat.md §3.4-3.6).
+
+The steps and the numpy-Generator draw order follow upstream §3.10 exactly, so one seed gives one sample:
+search-crop jitter tries (``standard_normal(2)``, ``uniform(-1, 1, 2)`` each), flip ``random()`` template then
+search, colour jitter ``permutation(4)`` + 3 ``uniform`` template then search, DeiT-III ``choice(3)`` (+ blur
+radius). Images stay ``HxWx3`` float32 in [0, 1] until the uint8 quantisation of the DeiT-III step, then one
+lookup table per channel does ``/255`` and the ImageNet normalisation (bit-identical to torchvision).
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+from lib.utils import boxes as box_ops
+from lib.utils.crop import (crop_and_resize, image_mean, jittered_search_params, siamfc_crop_params,
+                            template_foreground_mask)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
+BLUR_RADIUS_RANGE = (0.1, 2.0)
+NUM_COLOR_OPS = 4  # brightness, contrast, saturation, hue: upstream permutes 4 ops; hue is disabled in LoRAT
+ZERO, ONE = np.float32(0), np.float32(1)  # float32 clip bounds keep np.clip on its fast path
+
+
+# ---- colour jitter: torchvision ``adjust_*`` semantics on float images in [0, 1] (HxWx3 float32) ----
+
+def _blend(image: np.ndarray, other: np.ndarray | np.float32, factor: float) -> np.ndarray:
+    out = np.float32(factor) * image
+    out += np.float32(1. - factor) * other
+    return np.clip(out, ZERO, ONE, out=out)
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """``0.2989 R + 0.587 G + 0.114 B`` as ``HxWx1`` float32 (torchvision ``rgb_to_grayscale``)."""
+    r, g, b = (np.float32(w) * image[..., c] for c, w in enumerate(GRAYSCALE_WEIGHTS))
+    return (r + g + b)[..., None]
+
+
+def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
+    out = np.float32(factor) * image
+    return np.clip(out, ZERO, ONE, out=out)
+
+
+def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
+    return _blend(image, np.float32(grayscale(image).mean(dtype=np.float32)), factor)
+
+
+def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
+    return _blend(image, grayscale(image), factor)
+
+
+COLOR_OPS: dict[int, Callable[[np.ndarray, float], np.ndarray]] = {
+    0: adjust_brightness, 1: adjust_contrast, 2: adjust_saturation}
+
+
+def _jitter_range(strength: float) -> tuple[float, float] | None:
+    """Factor range ``[max(0, 1 - s), 1 + s]``; None (no draw) for ``s == 0``, as torchvision ColorJitter."""
+    if strength < 0:
+        raise ValueError(f"colour jitter strength must be >= 0, got {strength}")
+    return None if strength == 0 else (max(1. - strength, 0.), 1. + strength)
+
+
+# ---- DeiT-III 3-augment on 8-bit images (PIL semantics), applied jointly to template and search ----
+
+def _pil_map(images: Sequence[np.ndarray], fn: Callable[[Image.Image], Image.Image]) -> list[np.ndarray]:
+    return [np.asarray(fn(Image.fromarray(image))) for image in images]
+
+
+def deit_grayscale(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """PIL ``convert('L')`` replicated to 3 channels (a read-only broadcast view, no copy)."""
+    return [np.broadcast_to(gray[..., None], (*gray.shape, 3))
+            for gray in _pil_map(images, lambda im: im.convert('L'))]
+
+
+SOLARIZE_LUT = np.array([v if v < 128 else 255 - v for v in range(256)], dtype=np.uint8)
+
+
+def deit_solarize(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """PIL ``ImageOps.solarize`` (threshold 128) as the same 256-entry table, applied with cv2.LUT."""
+    return [cv2.LUT(image, SOLARIZE_LUT) for image in images]
+
+
+def deit_blur(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    blur = ImageFilter.GaussianBlur(radius=rng.uniform(*BLUR_RADIUS_RANGE))
+    return _pil_map(images, lambda im: im.filter(blur))
+
+
+DEIT3_OPS: tuple[Callable[[Sequence[np.ndarray], np.random.Generator], list[np.ndarray]], ...] = (
+    deit_grayscale, deit_solarize, deit_blur)  # indexed by ``rng.choice(3)`` in upstream order
+
+
+def quantize(image: np.ndarray) -> np.ndarray:
+    """torchvision ``to_pil_image`` on a float image: ``value * 255`` then truncating cast to uint8."""
+    return np.ascontiguousarray((image * np.float32(255)).astype(np.uint8))
+
+
+# ---- labels ----
+
+def positive_indices(box_in_crop: np.ndarray, crop_size: Sequence[int], feat_size: Sequence[int]) -> np.ndarray:
+    """Row-major flat indices of every response-map cell the (clipped) crop box overlaps (§3.6)."""
+    scaled = np.array(box_in_crop, dtype=np.float64)
+    scaled[0::2] *= feat_size[0] / crop_size[0]
+    scaled[1::2] *= feat_size[1] / crop_size[1]
+    x1, y1, x2, y2 = (int(v) for v in box_ops.rasterize(scaled))
+    rows = np.arange(y1, y2, dtype=np.int64)
+    cols = np.arange(x1, x2, dtype=np.int64)
+    indices = (rows[:, None] * feat_size[0] + cols[None, :]).ravel()
+    if indices.size == 0:
+        raise ValueError(f"search box {box_in_crop} covers no response-map cell of a {feat_size} map")
+    return indices
+
+
+class LoRATProcessing:
+    """Turns a (template frame, box, search frame, box) pair into one LoRAT training sample."""
+
+    def __init__(self, *, template_size: Sequence[int], search_size: Sequence[int],
+                 template_area_factor: float, search_area_factor: float,
+                 scale_jitter: float, translation_jitter: float, min_object_size: float,
+                 patch_stride: int = 14, flip_probability: float = 0.5, color_jitter: float = 0.4,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 max_tries: int = 12) -> None:
+        self.template_size = (int(template_size[0]), int(template_size[1]))
+        self.search_size = (int(search_size[0]), int(search_size[1]))
+        self.template_feat_size = self._feat_size(self.template_size, patch_stride)
+        self.search_feat_size = self._feat_size(self.search_size, patch_stride)
+        self.template_area_factor = template_area_factor
+        self.search_area_factor = search_area_factor
+        self.scale_jitter = scale_jitter
+        self.translation_jitter = translation_jitter
+        self.min_object_size = min_object_size
+        self.flip_probability = flip_probability
+        self.color_ranges = [_jitter_range(color_jitter)] * 3  # brightness, contrast, saturation
+        self.max_tries = max_tries
+        levels = np.arange(256, dtype=np.float32) / np.float32(255)
+        mean32 = np.asarray(mean, dtype=np.float32)
+        std32 = np.asarray(std, dtype=np.float32)
+        # normalise_lut[c][v] == (v / 255 - mean[c]) / std[c] with torchvision's float32 operations
+        self.normalise_lut = [(levels - mean32[c]) / std32[c] for c in range(3)]
+
+    @staticmethod
+    def _feat_size(size: tuple[int, int], stride: int) -> tuple[int, int]:
+        if size[0] % stride or size[1] % stride:
+            raise ValueError(f"crop size {size} is not a multiple of the patch stride {stride}")
+        return size[0] // stride, size[1] // stride
+
+    def __call__(self, z_image: np.ndarray, z_box: box_ops.ArrayLike, x_image: np.ndarray,
+                 x_box: box_ops.ArrayLike, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        """One sample, or None when every search-crop try fails (draw a replacement pair then)."""
+        z_params = siamfc_crop_params(z_box, self.template_area_factor, self.template_size)
+        x_params = jittered_search_params(x_box, self.search_area_factor, self.search_size, self.scale_jitter,
+                                          self.translation_jitter, self.min_object_size, rng, self.max_tries)
+        if x_params is None:
+            return None
+
+        z_fill = image_mean(z_image)
+        x_fill = z_fill if x_image is z_image else image_mean(x_image)
+        images, crop_boxes = [], []
+        for image, box, params, fill, size in ((z_image, z_box, z_params, z_fill, self.template_size),
+                                               (x_image, x_box, x_params, x_fill, self.search_size)):
+            crop, scale, translation = crop_and_resize(image, *params, size, fill)
+            images.append(np.divide(crop, np.float32(255), out=crop))
+            crop_boxes.append(box_ops.apply_affine(box, scale, translation))
+
+        for i in range(2):
+            if self.flip_probability > 0 and rng.random() < self.flip_probability:
+                images[i] = images[i][:, ::-1]
+                crop_boxes[i] = box_ops.hflip(crop_boxes[i], images[i].shape[1])
+        images = [self._color_jitter(image, rng) for image in images]
+        quantized = DEIT3_OPS[rng.choice(len(DEIT3_OPS))]([quantize(image) for image in images], rng)
+
+        sizes = (self.template_size, self.search_size)
+        z_crop_box, x_crop_box = (self._clip_box(box, size) for box, size in zip(crop_boxes, sizes))
+        return {
+            'z': self.normalise(quantized[0]),
+            'x': self.normalise(quantized[1]),
+            'z_feat_mask': template_foreground_mask(z_crop_box, self.template_size, self.template_feat_size),
+            'search_box': (x_crop_box / np.tile(self.search_size, 2)).astype(np.float32),
+            'positive_indices': positive_indices(x_crop_box, self.search_size, self.search_feat_size),
+        }
+
+    def _color_jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        order = rng.permutation(NUM_COLOR_OPS)
+        factors = [None if r is None else float(rng.uniform(r[0], r[1])) for r in self.color_ranges]
+        for op_index in order:
+            if op_index in COLOR_OPS and factors[op_index] is not None:
+                image = COLOR_OPS[op_index](image, factors[op_index])
+        return image
+
+    def normalise(self, image: np.ndarray) -> np.ndarray:
+        """uint8 ``HxWx3`` -> float32 ``3xHxW`` ImageNet-normalised."""
+        out = np.empty((3, *image.shape[:2]), dtype=np.float32)
+        for c in range(3):
+            out[c] = self.normalise_lut[c][image[..., c]]
+        return out
+
+    @staticmethod
+    def _clip_box(box: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        clipped = box_ops.clip_to_image(box, size)
+        if not box_ops.is_valid(clipped):
+            raise ValueError(f"crop box {box} has no positive-area part inside the {size} crop")
+        return clipped
+
+
+def collate(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch; positives are concatenated with their batch index (§3.6)."""
+    if len(samples) == 0:
+        raise ValueError("cannot collate an empty list of samples")
+    positives = [sample['positive_indices'] for sample in samples]
+    return {
+        'z': torch.from_numpy(np.stack([s['z'] for s in samples])),
+        'x': torch.from_numpy(np.stack([s['x'] for s in samples])),
+        'z_feat_mask': torch.from_numpy(np.stack([s['z_feat_mask'] for s in samples])),
+        'search_boxes': torch.from_numpy(np.stack([s['search_box'] for s in samples])),
+        'positive_batch_idx': torch.from_numpy(
+            np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(positives)])),
+        'positive_map_idx': torch.from_numpy(np.concatenate(positives).astype(np.int64)),
+        'num_positives': torch.tensor([float(sum(len(p) for p in positives))], dtype=torch.float32),
+    }
