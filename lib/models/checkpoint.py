@@ -158,6 +158,8 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
         else:
             report.lora_scaling = _lora_scaling(extras, lora)
             _merge_into(target, by_canonical, lora, report)
+    if base_in_file:  # the frozen weights now come from this file: later LoRA-only files may merge onto them
+        model.pretrained_backbone = str(path)
     provided = {by_canonical[k] for k in plain} | (set(lora) if has_adapters else set())
     report.missing = sorted(k for k in target if k not in provided)
     return report

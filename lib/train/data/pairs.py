@@ -1,7 +1,9 @@
 """`TrainingPairs`: the torch Dataset of training pairs the DataLoader iterates (one item = one processed pair).
 
 Item `i` of rank `r` is global job `r + i * world_size` of the epoch (the DistributedSampler stride). Its
-generator is `job_rng(seed, rank, epoch, job)`; the pair comes from the epoch plan, the frames are read, and
+generator is `job_rng(seed, 0, epoch, job)`: the job index is already global, so leaving the rank out of the
+seed makes an epoch's samples identical whatever the number of processes (a 2-GPU run sees the same pairs as a
+1-GPU run with the same global batch); the pair comes from the epoch plan, the frames are read, and
 `processing(z_image, z_box_xyxy, x_image, x_box_xyxy, rng)` builds the sample. When processing rejects the
 crop (returns None) a replacement pair is drawn with the same generator, as upstream. An unreadable frame is
 logged with its location, counted, and replaced the same way; if more than `max_failure_rate` of the pairs
@@ -104,7 +106,7 @@ class TrainingPairs(torch.utils.data.Dataset):
             )
 
     def __getitem__(self, index: int) -> dict:
-        rng = job_rng(self.seed, self.rank, self.epoch, self.global_index(index))
+        rng = job_rng(self.seed, 0, self.epoch, self.global_index(index))
         pair = self.sampler.pair(self.epoch, self.global_index(index), rng)
         for _ in range(self.max_rejections):
             self.draws += 1

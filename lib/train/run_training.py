@@ -1,0 +1,105 @@
+"""One training process (one rank). Launched by `tracking/train.py`, directly or through torchrun.
+
+    python -m lib.train.run_training --script lorat --config base_224 --save_dir ./output
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import torch
+
+from lib.config import ExperimentConfig, apply_overrides, load_experiment
+from lib.models import build_model, default_backbone_weights, load_checkpoint
+from lib.models.backbone import VIT_SPECS
+from lib.train.admin.environment import env_settings
+from lib.train.data.pairs import TrainingPairs
+from lib.train.data.processing import LoRATProcessing
+from lib.train.dataset import build_train_dataset
+from lib.train.trainer import RunPaths, Trainer, TrainingRun
+from lib.utils.distributed import DistInfo, cleanup, init_distributed
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--script", default="lorat")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--save_dir", default="./output")
+    parser.add_argument("--backbone_weights", default=None,
+                        help="Meta DINOv2 .pth (default: pretrained/<file of the config's backbone>); 'none' = random")
+    parser.add_argument("--init_checkpoint", default=None,
+                        help="start from a trained tracker (e.g. a previous stage's *_final.pth) instead")
+    parser.add_argument("--env_file", default=None, help="training local.py (default lib/train/admin/local.py)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override config values, e.g. --set train.epochs=3 data.num_workers=0")
+    parser.add_argument("--cpu", action="store_true", help="train on the CPU even if a GPU is visible")
+    return parser
+
+
+def resolve_base(cfg: ExperimentConfig, backbone_weights: str | None, init_checkpoint: str | None) -> dict:
+    """Which files provide the frozen/initial weights; recorded in checkpoints so a resume rebuilds the same."""
+    if backbone_weights == "none" or init_checkpoint is not None or VIT_SPECS[cfg.model.backbone].meta_file is None:
+        weights = None if backbone_weights in (None, "none") else str(Path(backbone_weights).resolve())
+    else:
+        weights = str(Path(backbone_weights or default_backbone_weights(cfg)).resolve())
+    return {"backbone_weights": weights,
+            "init_checkpoint": str(Path(init_checkpoint).resolve()) if init_checkpoint else None}
+
+
+def make_pairs(cfg: ExperimentConfig, entries, samples: int, seed: int, dist: DistInfo, env) -> TrainingPairs:
+    processing = LoRATProcessing(
+        template_size=(cfg.model.template_size,) * 2, search_size=(cfg.model.search_size,) * 2,
+        template_area_factor=cfg.data.template_area_factor, search_area_factor=cfg.data.search_area_factor,
+        scale_jitter=cfg.data.scale_jitter, translation_jitter=cfg.data.translation_jitter,
+        min_object_size=cfg.data.min_object_size, patch_stride=cfg.model.patch_size)
+    datasets = [build_train_dataset(e.name, env, cfg.data.use_lmdb) for e in entries]
+    return TrainingPairs(datasets, [e.weight for e in entries], samples, cfg.data.max_gap, processing, seed,
+                         rank=dist.rank, world_size=dist.world_size)
+
+
+def setup_logging(paths: RunPaths, dist: DistInfo) -> None:
+    handlers: list[logging.Handler] = []
+    if dist.is_main:
+        paths.log_file.parent.mkdir(parents=True, exist_ok=True)
+        handlers = [logging.FileHandler(paths.log_file), logging.StreamHandler(sys.stderr)]
+    logging.basicConfig(level=logging.INFO if dist.is_main else logging.WARNING, handlers=handlers or None,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cv2.setNumThreads(0)
+    cfg = apply_overrides(load_experiment(args.script, args.config), args.overrides)
+    dist = init_distributed(force_cpu=args.cpu)
+    try:
+        paths = RunPaths.for_run(args.save_dir, cfg.script, cfg.name)
+        paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        setup_logging(paths, dist)
+        log = logging.getLogger("lorat.train")
+        base = resolve_base(cfg, args.backbone_weights, args.init_checkpoint)
+        model = build_model(cfg, training=True, backbone_weights=base["backbone_weights"])
+        if base["init_checkpoint"]:
+            load_checkpoint(model, base["init_checkpoint"])
+        model.to(dist.device)
+        env = env_settings(args.env_file)
+        train_pairs = make_pairs(cfg, cfg.data.train, cfg.data.samples_per_epoch, cfg.train.seed, dist, env)
+        val_pairs = (make_pairs(cfg, cfg.data.val, cfg.data.val_samples, cfg.train.seed + 1, dist, env)
+                     if cfg.data.val and cfg.train.val_every else None)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        log.info("%s/%s on %s x%d: %.2f M of %.2f M parameters trainable (%.2f%%); base %s", cfg.script, cfg.name,
+                 dist.device, dist.world_size, trainable / 1e6, total / 1e6, 100 * trainable / total, base)
+        run = TrainingRun(cfg, model, train_pairs, val_pairs, dist, paths, base, cfg.data.num_workers)
+        final = Trainer(run).fit()
+        if final is not None:
+            log.info("done: %s", final)
+    finally:
+        cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""The LoRAT training loop for one rank: data, forward/backward with AMP and DDP, schedule, checkpoints, logs.
+
+Everything the loop needs is passed in explicitly (`TrainingRun`); `lib/train/run_training.py` assembles it from
+the experiment config. A rerun of the same command resumes from the newest complete checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from lib.config import ExperimentConfig
+from lib.models import export_inference_checkpoint, merge_for_inference, trainable_state_dict
+from lib.models.checkpoint import save_official_checkpoint
+from lib.train.data.pairs import TrainingPairs
+from lib.train.data.processing import collate
+from lib.train.loss import global_num_positives, lorat_loss
+from lib.train.optim import WarmupCosineSchedule, build_optimizer
+from lib.utils.distributed import DistInfo, all_reduce_mean, barrier
+from lib.utils.io import atomic_torch_save
+
+logger = logging.getLogger("lorat.train")
+
+CHECKPOINT_FORMAT = "lorat-train-v1"
+_CHECKPOINT_NAME = re.compile(r"^checkpoint_ep(\d{4})\.pth$")
+AMP = {"fp16": torch.float16, "bf16": torch.bfloat16, "none": None}
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run writes: `<save_dir>/checkpoints/train/<script>/<config>/`, logs and tensorboard."""
+
+    checkpoint_dir: Path
+    log_file: Path
+    tensorboard_dir: Path
+
+    @classmethod
+    def for_run(cls, save_dir: str | Path, script: str, config: str) -> "RunPaths":
+        save_dir = Path(save_dir)
+        return cls(save_dir / "checkpoints" / "train" / script / config, save_dir / "logs" / f"{script}-{config}.log",
+                   save_dir / "tensorboard" / "train" / script / config)
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"checkpoint_ep{epoch:04d}.pth"
+
+    def final_export(self, config: str) -> Path:
+        return self.checkpoint_dir / f"{config}_final.pth"
+
+    def official_export(self, config: str) -> Path:
+        return self.checkpoint_dir / f"{config}_official.bin"
+
+    def latest_checkpoint(self) -> Path | None:
+        if not self.checkpoint_dir.is_dir():
+            return None
+        found = sorted((int(m[1]), p) for p in self.checkpoint_dir.iterdir() if (m := _CHECKPOINT_NAME.match(p.name)))
+        return found[-1][1] if found else None
+
+
+@dataclass
+class TrainingRun:
+    cfg: ExperimentConfig
+    model: nn.Module  # the training build (adapters), on the run's device
+    train_pairs: TrainingPairs
+    val_pairs: TrainingPairs | None
+    dist: DistInfo
+    paths: RunPaths
+    base: dict[str, str | None]  # where the frozen weights came from (backbone file, init checkpoint)
+    num_workers: int
+
+
+class Trainer:
+    def __init__(self, run: TrainingRun) -> None:
+        cfg, self.run = run.cfg, run
+        world, accum = run.dist.world_size, cfg.train.grad_accum_steps
+        if cfg.train.batch_size % (world * accum):
+            raise ValueError(f"train.batch_size {cfg.train.batch_size} must be divisible by world size {world} x "
+                             f"grad_accum_steps {accum}")
+        if cfg.data.samples_per_epoch % cfg.train.batch_size:
+            raise ValueError(f"data.samples_per_epoch {cfg.data.samples_per_epoch} must be a multiple of "
+                             f"train.batch_size {cfg.train.batch_size}")
+        self.micro_batch = cfg.train.batch_size // (world * accum)
+        self.iters_per_epoch = cfg.data.samples_per_epoch // cfg.train.batch_size
+        self.device = run.dist.device
+        self.model = run.model
+        self.optimizer = build_optimizer(self.model, cfg.train.lr, cfg.train.weight_decay,
+                                         layer_decay=cfg.train.layer_decay,
+                                         num_layers=len(self.model.blocks) if cfg.train.layer_decay else None)
+        self.scheduler = WarmupCosineSchedule(self.optimizer, cfg.train.lr, cfg.train.warmup_lr, cfg.train.min_lr,
+                                              warmup_steps=round(cfg.train.warmup_epochs * self.iters_per_epoch),
+                                              total_steps=cfg.train.epochs * self.iters_per_epoch)
+        cuda = self.device.type == "cuda"
+        self.amp_dtype = AMP[cfg.train.amp] if cuda else None  # CPU runs in float32
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.forward_model: nn.Module = self.model
+        if cfg.train.compile and cuda:
+            self.forward_model = torch.compile(self.model)
+        if run.dist.distributed:
+            self.forward_model = DistributedDataParallel(
+                self.forward_model, device_ids=[self.device.index] if cuda else None, find_unused_parameters=False,
+                gradient_as_bucket_view=True, bucket_cap_mb=100)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.start_epoch = 0
+        self.global_step = 0
+        self.writer = None
+
+    # ----------------------------------------------------------------------------------------------- state
+    def state(self, epoch: int) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"format": CHECKPOINT_FORMAT, "epoch": epoch, "global_step": self.global_step,
+                "config": self.run.cfg.to_dict(), "base": self.run.base, "model": trainable_state_dict(self.model),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng}
+
+    def resume(self, path: Path) -> None:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path} is not a training checkpoint of this project (format {ckpt.get('format')!r})")
+        saved_cfg = ExperimentConfig.from_dict(ckpt["config"], source=str(path))
+        if saved_cfg != self.run.cfg:
+            raise ValueError(f"{path} was written with a different config; resuming would mix two experiments. "
+                             f"Use another --save_dir or restore the config it was trained with.")
+        if ckpt["base"] != self.run.base:
+            raise ValueError(f"{path} was trained on top of {ckpt['base']}, this run uses {self.run.base}")
+        missing, unexpected = self.model.load_state_dict(ckpt["model"], strict=False)
+        trainable = {n for n, p in self.model.named_parameters() if p.requires_grad}
+        if unexpected or trainable & set(missing):
+            raise ValueError(f"{path}: does not fit the model (unexpected {unexpected}, missing "
+                             f"{sorted(trainable & set(missing))})")
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        self.start_epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
+        logger.info("resumed from %s (epoch %d done, step %d)", path, self.start_epoch, self.global_step)
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def fit(self) -> Path | None:
+        """Train to the configured number of epochs (resuming if possible); return the final export (rank 0)."""
+        cfg, paths, main = self.run.cfg, self.run.paths, self.run.dist.is_main
+        latest = paths.latest_checkpoint()
+        if latest is not None:
+            self.resume(latest)
+        if main:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(paths.tensorboard_dir))
+        for epoch in range(self.start_epoch, cfg.train.epochs):
+            self.train_epoch(epoch)
+            if self.run.val_pairs is not None and cfg.train.val_every and (epoch + 1) % cfg.train.val_every == 0:
+                self.validate(epoch)
+            if (epoch + 1) % cfg.train.save_every == 0 or epoch + 1 == cfg.train.epochs:
+                if main:
+                    atomic_torch_save(self.state(epoch + 1), paths.checkpoint(epoch + 1))
+                    logger.info("saved %s", paths.checkpoint(epoch + 1))
+                barrier()
+        final = self.export() if main else None
+        barrier()
+        if self.writer is not None:
+            self.writer.close()
+        return final
+
+    def _loader(self, pairs: TrainingPairs, epoch: int) -> DataLoader:
+        pairs.set_epoch(epoch)
+        return DataLoader(pairs, batch_size=self.micro_batch, num_workers=self.run.num_workers, collate_fn=collate,
+                          pin_memory=self.device.type == "cuda", drop_last=True)
+
+    def _step_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            out = self.forward_model(batch["z"], batch["x"], batch["z_feat_mask"])
+        n_pos = global_num_positives(batch["num_positives"])
+        return lorat_loss(out["score_map"], out["boxes"], batch["search_boxes"], batch["positive_batch_idx"],
+                          batch["positive_map_idx"], n_pos)
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        cfg, accum = self.run.cfg, self.run.cfg.train.grad_accum_steps
+        self.model.train()
+        batches = iter(self._loader(self.run.train_pairs, epoch))
+        sums: dict[str, float] = {}
+        bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="it",
+                   disable=not self.run.dist.is_main, dynamic_ncols=True)
+        start = time.perf_counter()
+        for it in range(self.iters_per_epoch):
+            stats: dict[str, float] = {}
+            for micro in range(accum):
+                sync = micro == accum - 1 or not isinstance(self.forward_model, DistributedDataParallel)
+                with nullcontext() if sync else self.forward_model.no_sync():
+                    loss, s = self._step_loss(next(batches))
+                    self.scaler.scale(loss / accum).backward()
+                for k, v in {"loss": loss.item(), **s}.items():
+                    stats[k] = stats.get(k, 0.0) + v / accum
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.train.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            stats["lr"] = self.optimizer.param_groups[0]["lr"]
+            self.scheduler.step()
+            self.global_step += 1
+            stats["grad_norm"] = float(grad_norm)
+            if not math.isfinite(stats["loss"]):
+                raise FloatingPointError(f"loss is {stats['loss']} at epoch {epoch + 1} iteration {it}")
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            samples_per_s = (it + 1) * cfg.train.batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{stats['loss']:.4f}", iou=f"{stats['iou']:.3f}", samples_s=f"{samples_per_s:.1f}")
+            bar.update()
+            if self.writer is not None:
+                for k, v in stats.items():
+                    self.writer.add_scalar(f"train/{k}", v, self.global_step)
+        bar.close()
+        elapsed = time.perf_counter() - start
+        means = all_reduce_mean({k: v / self.iters_per_epoch for k, v in sums.items()}, self.device)
+        means["samples_per_s"] = self.iters_per_epoch * cfg.train.batch_size / elapsed
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+        logger.info("epoch %d/%d: %s", epoch + 1, cfg.train.epochs, ", ".join(f"{k} {v:.4g}" for k, v in means.items()))
+        return means
+
+    @torch.no_grad()
+    def validate(self, epoch: int) -> dict[str, float]:
+        self.model.eval()
+        sums: dict[str, float] = {}
+        count = 0
+        for batch in self._loader(self.run.val_pairs, epoch):
+            loss, s = self._step_loss(batch)
+            for k, v in {"loss": loss.item(), **s}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+        means = all_reduce_mean({k: v / max(count, 1) for k, v in sums.items()}, self.device)
+        if self.writer is not None:
+            for k, v in means.items():
+                self.writer.add_scalar(f"val/{k}", v, epoch + 1)
+        logger.info("validation after epoch %d: %s", epoch + 1, ", ".join(f"{k} {v:.4g}" for k, v in means.items()))
+        return means
+
+    def export(self) -> Path:
+        """The final model as one merged inference file (and, for LoRA runs, the official release layout)."""
+        cfg, paths = self.run.cfg, self.run.paths
+        if cfg.model.lora is not None:
+            swiglu = cfg.model.backbone == "dinov2_vitg14"
+            save_official_checkpoint(self.model, paths.official_export(cfg.name), cfg.model.lora.alpha,
+                                     cfg.model.lora.use_rslora, swiglu)
+        merged = merge_for_inference(copy.deepcopy(self.model).cpu())
+        export_inference_checkpoint(merged, cfg, paths.final_export(cfg.name))
+        logger.info("exported %s", paths.final_export(cfg.name))
+        return paths.final_export(cfg.name)

@@ -1,0 +1,132 @@
+"""End-to-end training on a tiny synthetic GOT-10k-layout dataset: resume, DDP equivalence, exports."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lib.config import apply_overrides, load_experiment
+from lib.models import build_model, load_checkpoint
+from lib.train import run_training
+from lib.train.trainer import RunPaths, Trainer
+from lib.utils.synthetic import SyntheticSpec, write_got10k
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["train.epochs=2", "train.batch_size=8", "data.samples_per_epoch=16", "data.num_workers=0",
+        "train.save_every=1", "train.warmup_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def env_file(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("train_data")
+    for domain, split in (("A", "train"), ("B", "train")):
+        write_got10k(root / "synthetic" / domain, split,
+                     SyntheticSpec(domain=domain, num_sequences=4, frames=(8, 12), seed=3))
+    out = subprocess.run([sys.executable, "tracking/create_default_local_file.py", "--workspace_dir", str(ROOT),
+                          "--data_dir", str(root), "--save_dir", str(root / "output"),
+                          "--train_local", str(root / "train_local.py"), "--test_local", str(root / "test_local.py")],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return root / "train_local.py"
+
+
+def _train(save_dir: Path, env_file: Path, config: str = "demo", extra: list[str] | None = None) -> int:
+    args = ["--config", config, "--save_dir", str(save_dir), "--env_file", str(env_file), "--cpu",
+            "--set", *FAST, *(extra or [])]
+    return run_training.main(args)
+
+
+def _trainable(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def test_kill_then_resume_matches_uninterrupted(tmp_path, env_file, monkeypatch):
+    assert _train(tmp_path / "full", env_file) == 0
+    paths_full = RunPaths.for_run(tmp_path / "full", "lorat", "demo")
+    assert [p.name for p in sorted(paths_full.checkpoint_dir.glob("checkpoint_ep*.pth"))] == \
+        ["checkpoint_ep0001.pth", "checkpoint_ep0002.pth"]
+
+    original = Trainer.train_epoch
+
+    def crash_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "killed", env_file)
+    paths = RunPaths.for_run(tmp_path / "killed", "lorat", "demo")
+    assert paths.latest_checkpoint().name == "checkpoint_ep0001.pth"
+    assert not list(paths.checkpoint_dir.glob("*.tmp")) and not list(paths.checkpoint_dir.glob(".*"))
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert _train(tmp_path / "killed", env_file) == 0  # the same command again resumes at epoch 2
+
+    a, b = _trainable(paths_full.checkpoint(2)), _trainable(paths.checkpoint(2))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert not torch.equal(a["head.cls_mlp.layers.0.weight"], _trainable(paths.checkpoint(1))["head.cls_mlp.layers.0.weight"])
+
+
+def test_resume_refuses_a_different_config(tmp_path, env_file):
+    assert _train(tmp_path, env_file, extra=["train.epochs=1"]) == 0
+    with pytest.raises(ValueError, match="different config"):
+        _train(tmp_path, env_file, extra=["train.epochs=1", "train.lr=0.5"])
+
+
+def test_two_process_ddp_matches_single_process(tmp_path, env_file):
+    """Same global batch: 2 gloo ranks x 4 samples == 1 process x 8 samples (grads averaged, N_pos all-reduced)."""
+    common = ["--config", "demo", "--env_file", str(env_file), "--cpu", "--set", *FAST, "train.epochs=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = subprocess.run([sys.executable, "tracking/train.py", "--mode", "single", "--save_dir",
+                             str(tmp_path / "single"), *common], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert single.returncode == 0, single.stderr[-3000:]
+    multi = subprocess.run([sys.executable, "tracking/train.py", "--mode", "multiple", "--nproc_per_node", "2",
+                            "--save_dir", str(tmp_path / "ddp"), *common], cwd=ROOT, env=env, capture_output=True,
+                           text=True)
+    assert multi.returncode == 0, multi.stderr[-3000:]
+    a = _trainable(RunPaths.for_run(tmp_path / "single", "lorat", "demo").checkpoint(1))
+    b = _trainable(RunPaths.for_run(tmp_path / "ddp", "lorat", "demo").checkpoint(1))
+    init = build_model(load_experiment("lorat", "demo"), training=True).state_dict()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=2e-5, rtol=1e-4), key
+    assert not torch.allclose(a["head.reg_mlp.layers.2.weight"], init["head.reg_mlp.layers.2.weight"])
+
+
+def test_train_cli_reports_failure(tmp_path):
+    out = subprocess.run([sys.executable, "tracking/train.py", "--mode", "single", "--config", "no_such_config",
+                          "--save_dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "no_such_config" in out.stderr
+
+
+def test_lora_stage_and_official_export_round_trip(tmp_path, env_file):
+    """Stage 2 of the demo: LoRA on top of a trained stage 1; the official-format export loads back."""
+    assert _train(tmp_path, env_file, extra=["train.epochs=1"]) == 0
+    stage1 = RunPaths.for_run(tmp_path, "lorat", "demo").final_export("demo")
+    assert run_training.main(["--config", "demo_lora", "--save_dir", str(tmp_path), "--env_file", str(env_file),
+                              "--cpu", "--init_checkpoint", str(stage1), "--set", *FAST, "train.epochs=1"]) == 0
+    paths = RunPaths.for_run(tmp_path, "lorat", "demo_lora")
+    cfg = apply_overrides(load_experiment("lorat", "demo_lora"), FAST)
+
+    trainable = _trainable(paths.checkpoint(1))
+    assert trainable and all(".lora" in k or k.startswith(("head.", "token_type_embed")) for k in trainable)
+
+    g = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(2, 3, 56, 56, generator=g), torch.randn(2, 3, 112, 112, generator=g),
+              torch.randint(0, 2, (2, 4, 4), generator=g))
+    merged = build_model(cfg, training=False)
+    load_checkpoint(merged, paths.final_export("demo_lora"))
+    official = build_model(cfg, training=False)
+    load_checkpoint(official, stage1)  # the frozen base: stage 1's weights
+    report = load_checkpoint(official, paths.official_export("demo_lora"))
+    assert report.lora_scaling == 1.0 and len(report.merged_lora) == 6 * 6
+    with torch.no_grad():
+        a, b = merged(*inputs), official(*inputs)
+    assert torch.allclose(a["score_map"], b["score_map"], atol=1e-5)
+    assert torch.allclose(a["boxes"], b["boxes"], atol=1e-5)
