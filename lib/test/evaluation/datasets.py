@@ -17,6 +17,7 @@ import numpy as np
 
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.environment import EnvSettings, env_settings
+from lib.utils.synthetic import domain_dir
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 _NUMBER = re.compile(r"\d+")
@@ -171,7 +172,7 @@ def load_got10k_val(env: EnvSettings) -> list[Sequence]:
 
 def load_synthetic(env: EnvSettings, domain: str, split: str) -> list[Sequence]:
     """Synthetic sequences written in the GOT-10k layout under `<synthetic_path>/<domain>/<split>`."""
-    root = Path(env.require("synthetic_path")) / domain / split
+    root = domain_dir(env.require("synthetic_path"), domain) / split
     return _got10k_layout(root, f"synthetic_{domain}_{split}", first_row_only=False)
 
 

@@ -6,7 +6,6 @@ the GOT-10k layout at `<synthetic_dir>/<domain>/<split>`.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +16,7 @@ from lib.train.dataset.got10k import GOT10k
 from lib.train.dataset.lasot import LaSOT
 from lib.train.dataset.trackingnet import TrackingNet
 from lib.utils.lmdb_store import Store, open_store
+from lib.utils.synthetic import domain_dir
 
 
 @dataclass(frozen=True)
@@ -47,14 +47,8 @@ def _build_synthetic(name: str, env: EnvironmentSettings, use_lmdb: bool) -> Tra
     if use_lmdb:
         raise ValueError(f"{name}: synthetic datasets are read from folders only; build them without use_lmdb")
     domain, split = parts
-    synthetic_dir = env.require("synthetic_dir")
-    folders = [f for f in sorted(os.listdir(synthetic_dir)) if f.lower() == domain.lower()]  # "a" finds "A"
-    if len(folders) != 1:
-        raise FileNotFoundError(
-            f"{name}: expected one domain folder named {domain!r} (any case) in {synthetic_dir}, found {folders}; "
-            "generate the synthetic data first"
-        )
-    return GOT10k(open_store(os.path.join(synthetic_dir, folders[0]), use_lmdb=False), name, split)
+    folder = domain_dir(env.require("synthetic_dir"), domain)
+    return GOT10k(open_store(str(folder), use_lmdb=False), name, split)
 
 
 def build_train_dataset(name: str, env: EnvironmentSettings, use_lmdb: bool = False) -> TrackingDataset:
