@@ -1,0 +1,171 @@
+"""The LoRAT tracker: one template, a SiamFC search crop per frame, Hann-blended argmax (upstream-lorat.md §4).
+
+```python
+tracker = build_tracker("base_224", checkpoint=None, backbone_weights=None, device="cuda")
+tracker.initialize(first_frame_rgb, np.array([x, y, w, h]))
+box_xywh, confidence = tracker.track(next_frame_rgb)
+```
+
+`checkpoint="random"` runs with random weights (smoke tests and speed benchmarks only).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import MappingProxyType
+
+import numpy as np
+import torch
+from torch import nn
+
+from lib.config import ExperimentConfig, load_experiment
+from lib.models import build_model, default_backbone_weights, load_checkpoint, read_state_dict
+from lib.models.checkpoint import canonical_key
+from lib.test.evaluation.environment import env_settings
+from lib.train.trainer import RunPaths
+from lib.utils import boxes as box_ops
+from lib.utils.crop import (
+    crop_and_resize, crop_box_to_image, image_mean, search_params_for_tracking, siamfc_crop_params,
+    template_foreground_mask,
+)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM_WEIGHTS = "random"
+CHECKPOINT_SUFFIXES = (".pth", ".tar", ".pt", ".bin", ".safetensors")
+# cfg.test.amp -> autocast dtype on CUDA (None: plain fp32). CPU always runs in fp32.
+AUTOCAST_DTYPES: MappingProxyType[str, torch.dtype | None] = MappingProxyType(
+    {"fp16": torch.float16, "bf16": torch.bfloat16, "none": None})
+
+
+def hann_window_2d(height: int, width: int) -> torch.Tensor:
+    """Flattened (row-major) ``outer(hann(H), hann(W))`` with the symmetric ``0.5 - 0.5 cos(2 pi n / (N - 1))``."""
+    return torch.outer(torch.hann_window(height, periodic=False), torch.hann_window(width, periodic=False)).flatten()
+
+
+def select_prediction(score_map: torch.Tensor, boxes: torch.Tensor, window: torch.Tensor,
+                      window_penalty: float) -> tuple[np.ndarray, float]:
+    """Normalised xyxy box and unpenalised confidence at ``argmax((1 - a) sigmoid(score) + a window)``.
+
+    ``score_map`` (H, W) logits, ``boxes`` (H, W, 4), ``window`` flattened (H*W,) on the same device.
+    """
+    scores = score_map.float().sigmoid().flatten()
+    best = torch.argmax(scores * (1. - window_penalty) + window * window_penalty)
+    picked = torch.cat([scores[best].view(1), boxes.reshape(-1, 4)[best].float()]).cpu().numpy()
+    return picked[1:], float(picked[0])
+
+
+class LoRATTracker:
+    """Upstream's single-object inference loop for one sequence (no template update, no re-detection).
+
+    The model must already be on ``device``; it is called as ``model(z, x, z_feat_mask)`` and returns
+    ``{'score_map': (1, H, W) logits, 'boxes': (1, H, W, 4) normalised xyxy in the search crop}``.
+    """
+
+    def __init__(self, model: nn.Module, cfg: ExperimentConfig, device: str | torch.device = "cpu") -> None:
+        if cfg.test.amp not in AUTOCAST_DTYPES:
+            raise ValueError(f"test.amp must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.test.amp!r}")
+        self.model = model
+        self.cfg = cfg
+        self.device = torch.device(device)
+        size = cfg.model
+        self._template_size = (size.template_size, size.template_size)
+        self._template_feat = (size.template_feat_size, size.template_feat_size)
+        self._search_size = (size.search_size, size.search_size)
+        self._autocast_dtype = AUTOCAST_DTYPES[cfg.test.amp] if self.device.type == "cuda" else None
+        # Fused "/255 then ImageNet-normalise": x * 1/(255 std) - mean/std, one op per crop.
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        self._norm_scale = (1. / (255. * std)).to(self.device)
+        self._norm_bias = (-torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) / std).to(self.device)
+        self._window = hann_window_2d(size.search_feat_size, size.search_feat_size).to(self.device)
+        self._search = torch.empty((1, 3, size.search_size, size.search_size), device=self.device)
+        self._crop_scale = np.array([size.search_size, size.search_size] * 2, dtype=np.float32)
+        self._template: torch.Tensor | None = None
+        self._template_mask: torch.Tensor | None = None
+        self._fill: np.ndarray | None = None
+        self._state: np.ndarray | None = None
+
+    def _normalise(self, crop_hwc: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        """Float32 HxWx3 crop (0..255) -> normalised 3xHxW written into ``out``."""
+        pixels = torch.from_numpy(crop_hwc).to(self.device).permute(2, 0, 1)
+        return torch.addcmul(self._norm_bias, pixels, self._norm_scale, out=out)
+
+    def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
+        """Template crop and foreground mask from the frame-0 box; the frame's mean becomes the crop fill."""
+        box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+        if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+            raise ValueError(f"initial box {box_xywh!r} must be x, y, w, h: finite with positive width and height")
+        box = box_ops.xywh_to_xyxy(box)
+        self._fill = image_mean(image)
+        scale, translation = siamfc_crop_params(box, self.cfg.test.template_area_factor, self._template_size)
+        crop, scale, translation = crop_and_resize(image, scale, translation, self._template_size, self._fill)
+        mask = template_foreground_mask(box_ops.apply_affine(box, scale, translation), self._template_size,
+                                        self._template_feat)
+        template = torch.empty((1, 3, *crop.shape[:2]), device=self.device)
+        self._normalise(crop, template[0])
+        self._template = template
+        self._template_mask = torch.from_numpy(mask).unsqueeze(0).to(self.device)
+        self._state = box
+
+    def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """Box ``x, y, w, h`` (clipped to the frame) and the unpenalised score of the chosen cell."""
+        if self._state is None:
+            raise RuntimeError("LoRATTracker.track() called before initialize()")
+        image_size = (image.shape[1], image.shape[0])
+        scale, translation = search_params_for_tracking(self._state, self.cfg.test.search_area_factor,
+                                                        self._search_size, self.cfg.test.min_box_size)
+        crop, scale, translation = crop_and_resize(image, scale, translation, self._search_size, self._fill)
+        self._normalise(crop, self._search[0])
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._autocast_dtype,
+                                                    enabled=self._autocast_dtype is not None):
+            output = self.model(self._template, self._search, self._template_mask)
+        box_normalised, confidence = select_prediction(output["score_map"][0], output["boxes"][0], self._window,
+                                                       self.cfg.test.window_penalty)
+        box = crop_box_to_image(box_normalised * self._crop_scale, scale, translation, image_size)
+        if box_ops.is_valid(box) and box_ops.intersects_image(box, image_size):
+            self._state = box
+        return box_ops.xyxy_to_xywh(box), confidence
+
+
+def default_checkpoint(config_name: str, save_dir: str | Path) -> Path:
+    """The trainer's final export ``<config>_final.pth`` in ``<save_dir>/checkpoints/train/lorat/<config>/``, or
+    else the newest checkpoint file there (by modification time)."""
+    paths = RunPaths.for_run(save_dir, "lorat", config_name)
+    if paths.final_export(config_name).is_file():
+        return paths.final_export(config_name)
+    folder = paths.checkpoint_dir
+    found = [p for p in folder.glob("*") if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
+    if not found:
+        raise FileNotFoundError(
+            f"No checkpoint for lorat/{config_name} in {folder}. Train it first, or pass a file with --checkpoint "
+            f"(an official LoRAT release, e.g. LoRAT-{config_name}.bin, or an exported .pth), or "
+            f"--checkpoint {RANDOM_WEIGHTS} for random weights")
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
+
+
+def checkpoint_needs_backbone(path: str | Path) -> bool:
+    """True when the file holds only trained LoRA/head weights (the frozen DINOv2 weights come from elsewhere)."""
+    state, _ = read_state_dict(path)
+    return not any(canonical_key(k).startswith("blocks.") and ".lora" not in canonical_key(k) for k in state)
+
+
+def build_tracker(config_name: str, checkpoint: str | None = None, backbone_weights: str | None = None,
+                  device: str = "cpu") -> LoRATTracker:
+    """Merged inference model for ``experiments/lorat/<config_name>.yaml`` with its weights, on ``device``.
+
+    ``checkpoint``: a file, None (the newest file in ``<save_dir>/checkpoints/train/lorat/<config>/``, save_dir
+    from lib/test/evaluation/local.py) or ``"random"``. Backbone weights are needed only for LoRA-only files
+    (official releases); None then means ``pretrained/<Meta DINOv2 file>``.
+    """
+    cfg = load_experiment("lorat", config_name)
+    if checkpoint == RANDOM_WEIGHTS:
+        model = build_model(cfg, training=False, backbone_weights=backbone_weights)
+    else:
+        if checkpoint is None:
+            path = default_checkpoint(config_name, env_settings().save_dir)
+        else:
+            path = Path(checkpoint)
+        if backbone_weights is None and checkpoint_needs_backbone(path):
+            backbone_weights = default_backbone_weights(cfg)
+        model = build_model(cfg, training=False, backbone_weights=backbone_weights)
+        load_checkpoint(model, path)
+    return LoRATTracker(model.to(device), cfg, device)
