@@ -8,7 +8,7 @@ import numpy as np
 
 from lib.test.analysis.metrics import PROTOCOL_METRICS, SequenceGT, benchmark_spec, evaluate_dataset
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.results import missing_sequences, read_sequence_boxes, tracker_results_dir
+from lib.test.evaluation.results import incomplete_results, read_sequence_boxes, tracker_results_dir
 
 
 @dataclass(frozen=True)
@@ -41,11 +41,7 @@ def load_tracker_results(
 ) -> dict[str, list[np.ndarray]]:
     """{sequence name: one (N, 4) xywh array per run}; any missing or incomplete file is an error naming it."""
     dirs = entry.results_dirs(results_path)
-    problems = []
-    for results_dir in dirs:
-        missing = missing_sequences(results_dir, sequences)
-        if missing:
-            problems.append(f"{results_dir / sequences[0].dataset}: {len(missing)} missing: {', '.join(missing)}")
+    problems = incomplete_results(dirs, sequences)
     if problems:
         raise MissingResultsError(
             f"results of {entry.name} are incomplete (run tracking/test.py for them first):\n  " + "\n  ".join(problems)

@@ -87,3 +87,13 @@ def read_sequence_times(results_dir: Path, seq: Sequence) -> np.ndarray:
 def missing_sequences(results_dir: Path, sequences: list[Sequence]) -> list[str]:
     """Names of the sequences whose result files are absent or incomplete."""
     return [seq.name for seq in sequences if not is_finished(results_dir, seq)]
+
+
+def incomplete_results(results_dirs: list[Path], sequences: list[Sequence]) -> list[str]:
+    """One line per results folder that lacks sequences: `<folder>: N missing: a, b, ...` (empty when complete)."""
+    problems = []
+    for results_dir in results_dirs:
+        missing = missing_sequences(results_dir, sequences)
+        if missing:
+            problems.append(f"{results_dir / sequences[0].dataset}: {len(missing)} missing: {', '.join(missing)}")
+    return problems

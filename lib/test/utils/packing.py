@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.results import format_boxes, missing_sequences, read_sequence_boxes, read_sequence_times
+from lib.test.evaluation.results import format_boxes, incomplete_results, read_sequence_boxes, read_sequence_times
 from lib.utils.boxes import rasterize, xywh_to_xyxy, xyxy_to_xywh
 from lib.utils.io import atomic_write_bytes
 
@@ -28,11 +28,7 @@ def _submission_boxes(results_dir: Path, seq: Sequence, rasterize_boxes: bool) -
 
 def check_complete(sequences: list[Sequence], results_dirs: list[Path]) -> None:
     """Every sequence of the dataset must have finished result files in every results folder."""
-    problems = []
-    for results_dir in results_dirs:
-        missing = missing_sequences(results_dir, sequences)
-        if missing:
-            problems.append(f"{results_dir / sequences[0].dataset}: {len(missing)} missing: {', '.join(missing)}")
+    problems = incomplete_results(results_dirs, sequences)
     if problems:
         raise FileNotFoundError(
             "cannot pack an incomplete submission (run tracking/test.py for these first):\n  " + "\n  ".join(problems)
