@@ -6,6 +6,11 @@ Runs in ONE process with one OpenCV/torch thread, i.e. what one data-loader work
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
+
 import argparse
 import tempfile
 import time

@@ -9,6 +9,11 @@ work. Target: overhead below 10% of the forward.
 """
 from __future__ import annotations
 
+import sys as _sys
+from pathlib import Path as _Path
+
+_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
+
 import argparse
 import statistics
 import time
