@@ -195,11 +195,8 @@ def _check_keys(cls: type, raw: dict[str, Any], source: str, prefix: str, top_le
         sub = _dataclass_of(hints[key])
         if sub is not None and isinstance(value, dict):
             _check_keys(sub, value, source, f"{dotted}.")
-        elif typing.get_origin(hints[key]) is tuple and isinstance(value, list):
-            item = typing.get_args(hints[key])[0]
-            for i, v in enumerate(value):
-                if dataclasses.is_dataclass(item) and isinstance(v, dict):
-                    _check_keys(item, v, source, f"{dotted}[{i}].")
+        else:  # a leaf or a list: check its type here, so the error names the file that holds the value
+            _convert(hints[key], value, source, dotted)
 
 
 def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:

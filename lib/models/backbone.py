@@ -74,6 +74,10 @@ def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
     if not isinstance(state, dict) or "pos_embed" not in state or "blocks.0.norm1.weight" not in state:
         raise ValueError(f"{path} does not look like a Meta DINOv2 torch-hub checkpoint (keys 'pos_embed', "
                          f"'blocks.0.norm1.weight' expected)")
+    grid_tokens = DINOV2_GRID * DINOV2_GRID + 1
+    if state["pos_embed"].shape[1] != grid_tokens:  # timm would silently resample it (with antialiasing)
+        raise ValueError(f"{path}: pos_embed has {state['pos_embed'].shape[1]} positions, Meta's DINOv2 checkpoints "
+                         f"have {grid_tokens} (37 x 37 + CLS); this is not one of the torch-hub *_pretrain.pth files")
     converted = checkpoint_filter_fn(dict(state), vit)
     expected = vit.state_dict()
     wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"

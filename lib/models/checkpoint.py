@@ -12,6 +12,7 @@ Everything is first brought to canonical names (timm's merged names, adapters as
 """
 from __future__ import annotations
 
+import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,12 @@ def _read_file(path: Path) -> object:
                 raise CheckpointError(f"{path}: corrupt safetensors file; re-download it") from None
     try:  # `.bin` that is a pickle after all, `.pth`, `.pth.tar`, `.pt`
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} cannot be read as plain tensors: it is corrupt, or it pickles Python objects (pytracking trainer "
+            f"checkpoints store their settings object), which are not loaded for safety. If you trust the file, "
+            f"re-save its weights: "
+            f"torch.save(torch.load(PATH, weights_only=False)['net'], 'weights.pth')") from e
     except Exception as e:  # unpickling raises many types; all mean "not a readable checkpoint"
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 
