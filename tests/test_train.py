@@ -130,3 +130,13 @@ def test_lora_stage_and_official_export_round_trip(tmp_path, env_file):
         a, b = merged(*inputs), official(*inputs)
     assert torch.allclose(a["score_map"], b["score_map"], atol=1e-5)
     assert torch.allclose(a["boxes"], b["boxes"], atol=1e-5)
+
+
+def test_validation_loss_runs_each_epoch(tmp_path, env_file):
+    assert _train(tmp_path, env_file, extra=["train.epochs=1", "data.val=[{name: synthetic_b_train, weight: 1}]",
+                                             "data.val_samples=8", "train.val_every=1"]) == 0
+    log = RunPaths.for_run(tmp_path, "lorat", "demo").log_file.read_text()
+    line = next(l for l in log.splitlines() if "validation after epoch 1" in l)
+    assert "loss_cls" in line and "iou" in line
+    events = list((tmp_path / "tensorboard" / "train" / "lorat" / "demo").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
