@@ -6,12 +6,8 @@ Runs in ONE process with one OpenCV/torch thread, i.e. what one data-loader work
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
-
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from lib.train.data.processing import LoRATProcessing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
+
+from lib.train.data.processing import LoRATProcessing  # noqa: E402
 
 FRAME_SIZE = (1280, 720)  # (W, H)
 B224 = dict(template_size=(112, 112), search_size=(224, 224), template_area_factor=2.0, search_area_factor=4.0,

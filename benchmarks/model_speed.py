@@ -10,11 +10,6 @@ process, alternating call by call so that machine load affects both alike.
 """
 from __future__ import annotations
 
-import sys as _sys
-from pathlib import Path as _Path
-
-_sys.path.insert(0, str(_Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
-
 import argparse
 import platform
 import statistics
@@ -24,9 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.config import ExperimentConfig, load_experiment
-from lib.models import build_model
-from lib.models.profile import measure_latency, sample_inputs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
+
+from lib.config import ExperimentConfig, load_experiment  # noqa: E402
+from lib.models import build_model  # noqa: E402
+from lib.models.profile import measure_latency, sample_inputs  # noqa: E402
 
 DEFAULT_VARIANTS = ("small_224", "small_378", "base_224", "base_378")
 # Our backbone key -> upstream DINOv2 factory (trackit/models/backbone/dinov2/model.py)
