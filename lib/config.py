@@ -91,7 +91,7 @@ class TrainConfig:
     min_lr: float
     layer_decay: Optional[float]  # full fine-tuning baseline only
     grad_clip: float
-    amp: str  # "fp16" | "bf16" | "none"; CPU runs always use fp32
+    amp: str  # autocast dtype, on any device: "fp16" (with GradScaler) | "bf16" | "none"
     compile: bool
     save_every: int  # epochs
     val_every: int  # epochs; needs data.val

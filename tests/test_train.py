@@ -1,6 +1,7 @@
 """End-to-end training on a tiny synthetic GOT-10k-layout dataset: resume, DDP equivalence, exports."""
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -12,7 +13,10 @@ import torch
 from lib.config import apply_overrides, load_experiment
 from lib.models import build_model, load_checkpoint
 from lib.train import run_training
-from lib.train.trainer import RunPaths, Trainer
+from lib.train.admin.environment import env_settings
+from lib.train.loss import lorat_loss
+from lib.train.trainer import RunPaths, Trainer, TrainingRun
+from lib.utils.distributed import DistInfo
 from lib.utils.synthetic import SyntheticSpec, write_got10k
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +100,18 @@ def test_two_process_ddp_matches_single_process(tmp_path, env_file):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=2e-5, rtol=1e-4), key
     assert not torch.allclose(a["head.reg_mlp.layers.2.weight"], init["head.reg_mlp.layers.2.weight"])
+    # logged per-iteration losses are averaged over the ranks: each rank divides its sum by the mean positive
+    # count, so the rank mean is the single process's loss
+    single_log, ddp_log = _scalars(tmp_path / "single", "train/loss"), _scalars(tmp_path / "ddp", "train/loss")
+    assert len(single_log) == 2 and single_log == pytest.approx(ddp_log, rel=1e-5)
+
+
+def _scalars(save_dir: Path, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(save_dir / "tensorboard" / "train" / "lorat" / "demo"))
+    events.Reload()
+    return [e.value for e in events.Scalars(tag)]
 
 
 def test_train_cli_reports_failure(tmp_path):
@@ -140,3 +156,107 @@ def test_validation_loss_runs_each_epoch(tmp_path, env_file):
     assert "loss_cls" in line and "iou" in line
     events = list((tmp_path / "tensorboard" / "train" / "lorat" / "demo").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------ single training steps
+ONE_STEP = [*FAST, "train.epochs=1", "data.samples_per_epoch=8", "model.drop_path=0.0"]
+
+
+def _trainer(tmp_path: Path, env_file: Path, extra: list[str]) -> Trainer:
+    """An in-process Trainer for the demo config doing one iteration of 8 samples (no checkpoints written)."""
+    cfg = apply_overrides(load_experiment("lorat", "demo"), [*ONE_STEP, *extra])
+    dist = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    pairs = run_training.make_pairs(cfg, cfg.data.train, cfg.data.samples_per_epoch, cfg.train.seed, dist,
+                                    env_settings(str(env_file)))
+    return Trainer(TrainingRun(cfg, build_model(cfg, training=True), pairs, None, dist,
+                               RunPaths.for_run(tmp_path, "lorat", "demo"),
+                               {"backbone_weights": None, "init_checkpoint": None}, num_workers=0))
+
+
+def _grads_at_clipping(monkeypatch) -> list[dict[str, torch.Tensor]]:
+    """Record the (unscaled) gradients the trainer hands to gradient clipping, one dict per optimizer step."""
+    seen: list[dict[str, torch.Tensor]] = []
+    clip = torch.nn.utils.clip_grad_norm_
+
+    def spy(params, max_norm, *args, **kwargs):
+        params = list(params)
+        seen.append({str(i): p.grad.detach().clone() for i, p in enumerate(params)})
+        return clip(params, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    return seen
+
+
+def _micro_batches(trainer: Trainer) -> list[dict[str, torch.Tensor]]:
+    return list(trainer._loader(trainer.run.train_pairs, 0))
+
+
+def test_grad_accumulation_averages_micro_batches_each_normalised_by_its_positives(tmp_path, env_file, monkeypatch):
+    """batch 8 as 2 micro-batches of 4: grad = (grad L1 + grad L2) / 2 with L_i = sum_i / N_pos,i (upstream)."""
+    grads = _grads_at_clipping(monkeypatch)
+    trainer = _trainer(tmp_path, env_file, ["train.grad_accum_steps=2"])
+    assert trainer.micro_batch == 4
+    trainer.train_epoch(0)
+    assert len(grads) == 1
+
+    model = build_model(trainer.run.cfg, training=True)
+    micro = _micro_batches(trainer)
+    assert len(micro) == 2
+    n_pos = [float(b["num_positives"].sum()) for b in micro]
+    assert n_pos[0] != n_pos[1]  # otherwise per-micro-batch and whole-batch normalisation would coincide
+    total = 0.0
+    for batch in micro:
+        out = model(batch["z"], batch["x"], batch["z_feat_mask"])
+        loss, _ = lorat_loss(out["score_map"], out["boxes"], batch["search_boxes"], batch["positive_batch_idx"],
+                             batch["positive_map_idx"], float(batch["num_positives"].sum()))
+        total = total + loss / 2
+    total.backward()
+    expected = [p.grad for p in model.parameters() if p.requires_grad]
+    assert len(expected) == len(grads[0])
+    for i, g in enumerate(expected):
+        assert torch.allclose(grads[0][str(i)], g, atol=1e-6, rtol=1e-4), i
+
+
+def test_fp16_overflow_skips_the_step_and_halves_the_loss_scale(tmp_path, env_file):
+    """GradScaler wiring: scaled backward, unscale before clipping, a step skipped on inf/nan gradients."""
+    def fp16_trainer(name: str) -> Trainer:
+        trainer = _trainer(tmp_path / name, env_file, ["train.amp=fp16"])
+        assert trainer.scaler.is_enabled() and trainer.scaler.get_scale() == 2.0**16  # torch's default start
+        # a start low enough that this tiny model's first step does not overflow by itself
+        trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+        return trainer
+
+    clean = fp16_trainer("clean")
+    before = {k: v.clone() for k, v in clean.model.state_dict().items()}
+    means = clean.train_epoch(0)
+    assert clean.scaler.get_scale() == 2.0**8 and means["loss_scale"] == 2.0**8 and math.isfinite(means["grad_norm"])
+    assert not torch.equal(clean.model.head.reg_mlp.layers[2].weight, before["head.reg_mlp.layers.2.weight"])
+
+    overflow = fp16_trainer("overflow")
+    overflow.model.head.reg_mlp.layers[2].weight.register_hook(lambda g: torch.full_like(g, float("inf")))
+    means = overflow.train_epoch(0)
+    assert overflow.scaler.get_scale() == 2.0**7 and means["loss_scale"] == 2.0**7
+    assert not math.isfinite(means["grad_norm"])
+    for key, value in overflow.model.state_dict().items():
+        assert torch.equal(value, before[key]), key  # no parameter moved, not even by weight decay
+
+
+def test_bf16_autocast_changes_the_numerics_slightly_and_uses_no_scaler(tmp_path, env_file):
+    fp32 = _trainer(tmp_path / "fp32", env_file, []).train_epoch(0)
+    bf16_trainer = _trainer(tmp_path / "bf16", env_file, ["train.amp=bf16"])
+    bf16 = bf16_trainer.train_epoch(0)
+    assert not bf16_trainer.scaler.is_enabled() and "loss_scale" not in bf16
+    assert bf16["loss"] != fp32["loss"]  # autocast really ran in bfloat16
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02)
+
+
+def test_compiled_training_step_matches_eager(tmp_path, env_file, monkeypatch):
+    grads = _grads_at_clipping(monkeypatch)
+    eager = _trainer(tmp_path / "eager", env_file, []).train_epoch(0)
+    compiled_trainer = _trainer(tmp_path / "compiled", env_file, ["train.compile=true"])
+    assert compiled_trainer.forward_model is not compiled_trainer.model  # the OptimizedModule wrapper
+    compiled = compiled_trainer.train_epoch(0)
+    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-5)
+    assert len(grads) == 2
+    for key, g in grads[0].items():
+        assert torch.allclose(grads[1][key], g, atol=1e-6, rtol=1e-3), key

@@ -100,15 +100,17 @@ class Trainer:
                                               warmup_steps=round(cfg.train.warmup_epochs * self.iters_per_epoch),
                                               total_steps=cfg.train.epochs * self.iters_per_epoch)
         cuda = self.device.type == "cuda"
-        self.amp_dtype = AMP[cfg.train.amp] if cuda else None  # CPU runs in float32
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.forward_model: nn.Module = self.model
-        if cfg.train.compile and cuda:
-            self.forward_model = torch.compile(self.model)
-        if run.dist.distributed:
-            self.forward_model = DistributedDataParallel(
-                self.forward_model, device_ids=[self.device.index] if cuda else None, find_unused_parameters=False,
-                gradient_as_bucket_view=True, bucket_cap_mb=100)
+        # The same precision and compile paths on every device (CPU autocast and GradScaler exist too), so what runs
+        # on the GPU is what the CPU tests exercise; the CPU-only demo configs choose fp32 and eager.
+        self.amp_dtype = AMP[cfg.train.amp]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
+                                            find_unused_parameters=False, gradient_as_bucket_view=True,
+                                            bucket_cap_mb=100)
+                    if run.dist.distributed else None)
+        self.forward_model: nn.Module = self.model if self.ddp is None else self.ddp
+        if cfg.train.compile:  # after DDP, so that its optimizer splits graphs at gradient-bucket boundaries
+            self.forward_model = torch.compile(self.forward_model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.start_epoch = 0
         self.global_step = 0
@@ -197,8 +199,8 @@ class Trainer:
         for it in range(self.iters_per_epoch):
             stats: dict[str, float] = {}
             for micro in range(accum):
-                sync = micro == accum - 1 or not isinstance(self.forward_model, DistributedDataParallel)
-                with nullcontext() if sync else self.forward_model.no_sync():
+                sync = micro == accum - 1 or self.ddp is None
+                with nullcontext() if sync else self.ddp.no_sync():
                     loss, s = self._step_loss(next(batches))
                     self.scaler.scale(loss / accum).backward()
                 for k, v in {"loss": loss.item(), **s}.items():
@@ -212,6 +214,9 @@ class Trainer:
             self.scheduler.step()
             self.global_step += 1
             stats["grad_norm"] = float(grad_norm)
+            if self.scaler.is_enabled():
+                stats["loss_scale"] = self.scaler.get_scale()
+            stats = all_reduce_mean(stats, self.device)  # the same on every rank, so all of them stop together
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"loss is {stats['loss']} at epoch {epoch + 1} iteration {it}")
             for k, v in stats.items():
@@ -220,11 +225,11 @@ class Trainer:
             bar.set_postfix(loss=f"{stats['loss']:.4f}", iou=f"{stats['iou']:.3f}", samples_s=f"{samples_per_s:.1f}")
             bar.update()
             if self.writer is not None:
-                for k, v in stats.items():
+                for k, v in {**stats, "samples_per_s": samples_per_s}.items():
                     self.writer.add_scalar(f"train/{k}", v, self.global_step)
         bar.close()
         elapsed = time.perf_counter() - start
-        means = all_reduce_mean({k: v / self.iters_per_epoch for k, v in sums.items()}, self.device)
+        means = {k: v / self.iters_per_epoch for k, v in sums.items()}
         means["samples_per_s"] = self.iters_per_epoch * cfg.train.batch_size / elapsed
         if self.writer is not None:
             for k, v in means.items():
