@@ -1,0 +1,49 @@
+"""Process-group set-up from torchrun's environment: backend and device per rank (no GPU needed)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from lib.utils import distributed
+
+
+@pytest.fixture
+def calls(monkeypatch) -> dict:
+    recorded: dict = {}
+    monkeypatch.setattr(dist, "init_process_group",
+                        lambda backend, **kw: recorded.update(backend=backend, device_id=kw.get("device_id")))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: recorded.update(set_device=index))
+    return recorded
+
+
+def _torchrun_env(monkeypatch, rank: int, local_rank: int, world: int) -> None:
+    for key, value in (("RANK", rank), ("LOCAL_RANK", local_rank), ("WORLD_SIZE", world)):
+        monkeypatch.setenv(key, str(value))
+
+
+def test_gpu_ranks_use_nccl_on_their_local_device(monkeypatch, calls):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _torchrun_env(monkeypatch, rank=5, local_rank=1, world=8)
+    info = distributed.init_distributed()
+    assert calls == {"backend": "nccl", "device_id": torch.device("cuda", 1), "set_device": 1}
+    assert (info.rank, info.local_rank, info.world_size, info.device) == (5, 1, 8, torch.device("cuda", 1))
+    assert info.distributed and not info.is_main
+
+
+def test_cpu_ranks_use_gloo(monkeypatch, calls):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    _torchrun_env(monkeypatch, rank=0, local_rank=0, world=2)
+    info = distributed.init_distributed(force_cpu=True)
+    assert calls == {"backend": "gloo", "device_id": None}
+    assert info.device == torch.device("cpu") and info.is_main
+
+
+def test_single_process_starts_no_group(monkeypatch, calls):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(key, raising=False)
+    info = distributed.init_distributed()
+    assert calls == {} and not info.distributed and info.device == torch.device("cpu")
+    assert distributed.all_reduce_mean({"loss": 2.5}, info.device) == {"loss": 2.5}
