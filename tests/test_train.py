@@ -15,8 +15,9 @@ from lib.models import build_model, load_checkpoint
 from lib.train import run_training
 from lib.train.admin.environment import env_settings
 from lib.train.loss import lorat_loss
-from lib.train.trainer import RunPaths, Trainer, TrainingRun
+from lib.train.trainer import Trainer, TrainingRun
 from lib.utils.distributed import DistInfo
+from lib.utils.paths import RunPaths
 from lib.utils.synthetic import SyntheticSpec, write_got10k
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -33,7 +33,7 @@ from lib.test.evaluation.datasets import get_dataset  # noqa: E402
 from lib.test.evaluation.environment import env_settings  # noqa: E402
 from lib.test.evaluation.results import tracker_results_dir  # noqa: E402
 from lib.test.evaluation.running import TrackerSpec, run_dataset  # noqa: E402
-from lib.train.trainer import RunPaths  # noqa: E402
+from lib.utils.paths import RunPaths  # noqa: E402
 from lib.utils.synthetic import ensure_demo_data  # noqa: E402
 
 SAMPLES_PER_SECOND = 50  # stage-1 training throughput assumed for --minutes (2-core CPU)

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import cv2
-import torch
 
 from lib.config import ExperimentConfig, apply_overrides, load_experiment
 from lib.models import build_model, default_backbone_weights, load_checkpoint
@@ -19,8 +18,9 @@ from lib.train.admin.environment import env_settings
 from lib.train.data.pairs import TrainingPairs
 from lib.train.data.processing import LoRATProcessing
 from lib.train.dataset import build_train_dataset
-from lib.train.trainer import RunPaths, Trainer, TrainingRun
+from lib.train.trainer import Trainer, TrainingRun
 from lib.utils.distributed import DistInfo, cleanup, init_distributed
+from lib.utils.paths import RunPaths
 
 
 def build_parser() -> argparse.ArgumentParser:

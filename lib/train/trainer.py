@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -29,42 +28,12 @@ from lib.train.loss import global_num_positives, lorat_loss
 from lib.train.optim import WarmupCosineSchedule, build_optimizer
 from lib.utils.distributed import DistInfo, all_reduce_mean, barrier
 from lib.utils.io import atomic_torch_save
+from lib.utils.paths import RunPaths
 
 logger = logging.getLogger("lorat.train")
 
 CHECKPOINT_FORMAT = "lorat-train-v1"
-_CHECKPOINT_NAME = re.compile(r"^checkpoint_ep(\d{4})\.pth$")
 AMP = {"fp16": torch.float16, "bf16": torch.bfloat16, "none": None}
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """Where a run writes: `<save_dir>/checkpoints/train/<script>/<config>/`, logs and tensorboard."""
-
-    checkpoint_dir: Path
-    log_file: Path
-    tensorboard_dir: Path
-
-    @classmethod
-    def for_run(cls, save_dir: str | Path, script: str, config: str) -> "RunPaths":
-        save_dir = Path(save_dir)
-        return cls(save_dir / "checkpoints" / "train" / script / config, save_dir / "logs" / f"{script}-{config}.log",
-                   save_dir / "tensorboard" / "train" / script / config)
-
-    def checkpoint(self, epoch: int) -> Path:
-        return self.checkpoint_dir / f"checkpoint_ep{epoch:04d}.pth"
-
-    def final_export(self, config: str) -> Path:
-        return self.checkpoint_dir / f"{config}_final.pth"
-
-    def official_export(self, config: str) -> Path:
-        return self.checkpoint_dir / f"{config}_official.bin"
-
-    def latest_checkpoint(self) -> Path | None:
-        if not self.checkpoint_dir.is_dir():
-            return None
-        found = sorted((int(m[1]), p) for p in self.checkpoint_dir.iterdir() if (m := _CHECKPOINT_NAME.match(p.name)))
-        return found[-1][1] if found else None
 
 
 @dataclass

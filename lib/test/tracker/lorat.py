@@ -21,12 +21,12 @@ from lib.config import ExperimentConfig, load_experiment
 from lib.models import build_model, default_backbone_weights, load_checkpoint, read_state_dict
 from lib.models.checkpoint import canonical_key
 from lib.test.evaluation.environment import env_settings
-from lib.train.trainer import RunPaths
 from lib.utils import boxes as box_ops
 from lib.utils.crop import (
     crop_and_resize, crop_box_to_image, image_mean, search_params_for_tracking, siamfc_crop_params,
     template_foreground_mask,
 )
+from lib.utils.paths import RunPaths
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
