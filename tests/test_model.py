@@ -216,3 +216,33 @@ def test_head_decoding_by_hand():
     box = out["boxes"][0, 3, 5]
     cx, cy = 5.5 / 16, 3.5 / 16
     assert torch.allclose(box, torch.tensor([cx - 0.5, cy - 0.75, cx + 0.5, cy + 0.25]), atol=1e-6)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.5])
+def test_qkv_adapters_equal_three_separate_adapters(dropout):
+    """The fused q/k/v path computes [W x] + [B_q A_q x; B_k A_k x; B_v A_v x] * scaling, gradients included."""
+    from dataclasses import replace
+
+    cfg = load_experiment("lorat", "small_224")
+    lora_cfg = replace(cfg.model.lora, dropout=dropout, alpha=32.0)  # scaling 0.5
+    cfg = replace(cfg, model=replace(cfg.model, lora=lora_cfg))
+    qkv = build_model(cfg, training=True).blocks[0].attn.qkv
+    x = torch.randn(2, 5, qkv.linear.in_features, requires_grad=True)
+    torch.manual_seed(0)
+    out = qkv.eval()(x) if dropout else qkv(x)
+    w = qkv.linear.weight.detach()
+    parts = [x @ a.A.t() @ a.B.t() * 0.5 for a in (qkv.lora_q, qkv.lora_k, qkv.lora_v)]
+    expected = x @ w.t() + qkv.linear.bias.detach() + torch.cat(parts, dim=-1)
+    assert qkv.shared_input == (dropout == 0)
+    assert torch.allclose(out, expected, atol=1e-5)
+    (g_out,) = torch.autograd.grad(out.sum(), x)
+    (g_exp,) = torch.autograd.grad(expected.sum(), x)
+    assert torch.allclose(g_out, g_exp, atol=1e-5)
+    if dropout:  # training mode: exactly three adapters applied one after the other, each with its own mask
+        qkv.train()
+        torch.manual_seed(1)
+        delta = qkv(x) - qkv.linear(x)
+        torch.manual_seed(1)
+        separate = torch.cat([qkv.lora_q(x), qkv.lora_k(x), qkv.lora_v(x)], dim=-1)
+        assert torch.allclose(delta, separate, atol=1e-5)
+        assert not torch.allclose(delta, torch.cat(parts, dim=-1), atol=1e-3)

@@ -76,9 +76,18 @@ class LoRAQKV(nn.Module):
         self.lora_q = LoRA(linear.in_features, dim, cfg)
         self.lora_k = LoRA(linear.in_features, dim, cfg)
         self.lora_v = LoRA(linear.in_features, dim, cfg)
+        self.shared_input = cfg.dropout == 0  # all three adapters see the same x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x) + torch.cat([self.lora_q(x), self.lora_k(x), self.lora_v(x)], dim=-1)
+        adapters = (self.lora_q, self.lora_k, self.lora_v)
+        if self.shared_input:
+            # One (3r x in) product instead of three: besides one GEMM, autograd keeps a single copy of x for the
+            # A gradients, where three calls under autocast would each save their own low-precision cast of x.
+            hidden = F.linear(x, torch.cat([a.A for a in adapters])).chunk(3, dim=-1)
+        else:  # independent dropout masks, as three separate adapters have
+            hidden = [F.linear(a.dropout(x), a.A) for a in adapters]
+        delta = torch.cat([F.linear(h, a.B) for h, a in zip(hidden, adapters)], dim=-1)
+        return self.linear(x) + delta * self.lora_q.scaling
 
     def merged(self) -> nn.Linear:
         delta = torch.cat([self.lora_q.delta_weight(), self.lora_k.delta_weight(), self.lora_v.delta_weight()])
