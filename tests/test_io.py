@@ -47,3 +47,18 @@ def test_read_image_is_rgb_and_errors_name_the_file(tmp_path):
         read_image(tmp_path / "bad.jpg")
     with pytest.raises(ValueError, match="key/x.jpg is empty"):
         decode_image(b"", "key/x.jpg")
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    """Boxes refer to the stored pixels: a JPEG tagged 'rotate 90' decodes as stored (upstream §3.8), 80 wide."""
+    from PIL import Image
+
+    stored = np.zeros((40, 80, 3), np.uint8)
+    stored[:, :40] = (255, 255, 255)  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(stored).save(tmp_path / "tagged.jpg", quality=95, exif=exif.tobytes())
+    assert cv2.imread(str(tmp_path / "tagged.jpg")).shape[:2] == (80, 40)  # what OpenCV's default would give
+    image = read_image(tmp_path / "tagged.jpg")
+    assert image.shape == (40, 80, 3)
+    assert image[:, :30].mean() > 240 and image[:, 50:].mean() < 15

@@ -15,7 +15,9 @@ def decode_image(data: bytes, name_for_errors: str) -> np.ndarray:
     if len(data) == 0:
         raise ValueError(f"image {name_for_errors} is empty (0 bytes); re-extract or re-download that file")
     buf = np.frombuffer(data, dtype=np.uint8)
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    # The stored pixel grid, as upstream decodes it: annotations refer to it, so an EXIF orientation tag (which
+    # OpenCV would otherwise apply) must not rotate the image away from its boxes.
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise ValueError(
             f"image {name_for_errors} could not be decoded (corrupt or not an image); "
