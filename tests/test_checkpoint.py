@@ -301,3 +301,29 @@ def test_file_without_head_is_rejected(env, merged):
 def test_missing_checkpoint_file(env):
     with pytest.raises(FileNotFoundError, match="nothing_here.bin"):
         load_checkpoint(env["builds"](training=False), env["folder"] / "nothing_here.bin")
+
+
+def test_training_checkpoint_merges_with_the_alpha_of_its_config(env, tmp_path):
+    """A trainer checkpoint (trainable keys + config) merged into an inference model: scaling = alpha / r from the
+    recorded config (here r 64, alpha 32: 0.5), so the merged model reproduces the training model."""
+    from dataclasses import replace
+
+    from lib.models import trainable_state_dict
+    from lib.train.trainer import CHECKPOINT_FORMAT
+
+    cfg = env["cfg"]
+    cfg = replace(cfg, model=replace(cfg.model, lora=replace(cfg.model.lora, alpha=32.0)))
+    source = env["builds"](training=True)
+    source.load_state_dict(env["source"].state_dict())
+    for module in source.modules():
+        if hasattr(module, "scaling"):
+            module.scaling = 0.5
+    path = tmp_path / "checkpoint_ep0001.pth"
+    torch.save({"format": CHECKPOINT_FORMAT, "epoch": 1, "config": cfg.to_dict(),
+                "model": trainable_state_dict(source)}, path)
+    inference = env["builds"](training=False)
+    report = load_checkpoint(inference, path)
+    assert report.lora_scaling == 0.5
+    expected = _run(source, env["inputs"])
+    _assert_outputs(_run(inference, env["inputs"]), expected, atol=1e-5)
+    assert not torch.allclose(expected["boxes"], env["source_out"]["boxes"], atol=1e-3)  # alpha really matters

@@ -64,6 +64,11 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     for key in ("lora_alpha", "use_rslora"):
         if key in state:
             extras[key] = state.pop(key).item()
+    config = extras.get("config")
+    lora_cfg = config.get("model", {}).get("lora") if isinstance(config, dict) else None
+    if isinstance(lora_cfg, dict):  # this project's training checkpoints record alpha in their config
+        extras.setdefault("lora_alpha", lora_cfg["alpha"])
+        extras.setdefault("use_rslora", lora_cfg["use_rslora"])
     return state, extras
 
 
