@@ -7,6 +7,9 @@
 
 Several run ids of one tracker are averaged the way the official code does (curves averaged over runs for
 OPE, IoUs pooled for GOT-10k). Results are read from the files every time (no cache).
+
+OPE numbers follow the official MATLAB toolkit; `--convention pytracking` instead reproduces the code path of
+the published OSTrack / LoRAT tables (for comparison with them only).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib.test.analysis.metrics import format_table  # noqa: E402
+from lib.test.analysis.metrics import CONVENTIONS, format_table  # noqa: E402
 from lib.test.analysis.plots import save_plots  # noqa: E402
 from lib.test.evaluation.analysis import (  # noqa: E402
     MissingResultsError, TrackerEntry, evaluate_trackers, summary_rows,
@@ -38,8 +41,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run ids to merge (results in <config>_<id:03d>); applies to every tracker")
     parser.add_argument("--tracker", nargs="+", action="append", default=[], metavar="SCRIPT CONFIG [NAME]",
                         help="add a tracker to compare (repeatable)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="toolkit",
+                        help="OPE scoring: 'toolkit' (default) = the official LaSOT/TNL2K MATLAB toolkit; "
+                             "'pytracking' reproduces the published OSTrack/LoRAT tables (pytracking code path, "
+                             "incl. its LaSOT-ext / TNL2K quirk of counting absent or empty-GT frames as "
+                             "normalised-precision hits) and is for comparison with them only")
     parser.add_argument("--json", type=Path, default=None, help="write {tracker: {metric: percent}} here")
-    parser.add_argument("--plot", action="store_true", help="save plots under <result_plot_path>/<dataset>/")
+    parser.add_argument("--plot", action="store_true",
+                        help="save plots under <result_plot_path>/<dataset>/ (<dataset>_pytracking/ for "
+                             "--convention pytracking)")
     parser.add_argument("--env_file", default=None, help="evaluation local.py (default lib/test/evaluation/local.py)")
     args = parser.parse_args(argv)
     if (args.script is None) != (args.config is None):
@@ -64,12 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     env = env_settings(args.env_file)
     sequences = get_dataset(args.dataset, env)
     try:
-        evaluations = evaluate_trackers(args.dataset, sequences, tracker_entries(args), env.results_path)
+        evaluations = evaluate_trackers(args.dataset, sequences, tracker_entries(args), env.results_path,
+                                        args.convention)
     except MissingResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows = summary_rows(evaluations)
-    print(f"{args.dataset}: {len(sequences)} sequences")
+    print(f"{args.dataset}: {len(sequences)} sequences, {args.convention} convention")
     print(format_table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if not curves:
             print(f"no OPE curves to plot for {args.dataset} (GOT-10k protocol only)", file=sys.stderr)
             return 0
-        for path in save_plots(curves, args.dataset, Path(env.result_plot_path) / args.dataset):
+        plot_name = args.dataset if args.convention == "toolkit" else f"{args.dataset}_{args.convention}"
+        for path in save_plots(curves, plot_name, Path(env.result_plot_path) / plot_name):
             print(f"wrote {path}")
     return 0
 

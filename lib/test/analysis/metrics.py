@@ -1,12 +1,17 @@
 """Toolkit-exact single-object-tracking metrics (benchmark-metrics.md).
 
-Two protocols:
+Two protocols, ``ope`` in two conventions (``toolkit``, the default, and ``pytracking``):
 
-* ``ope`` — the LaSOT MATLAB toolkit (also used for TNL2K, LaSOT-ext, OTB, UAV, NFS), benchmark-metrics.md §2:
-  frame 1 := GT, invalid predictions repaired from the previous frame, absent frames are failures with the full
-  denominator, GT boxes with a coordinate that is not > 0 are IoU failures but precision hits, 21 IoU thresholds
-  with ``IoU > t`` (AUC = mean), 51 centre thresholds with ``err <= d`` (P at 20 px, normalised P at 0.20),
-  per-sequence curves averaged over sequences.
+* ``ope``, ``toolkit`` convention — the LaSOT MATLAB toolkit (also used for TNL2K, LaSOT-ext, OTB, UAV, NFS),
+  benchmark-metrics.md §2: frame 1 := GT, invalid predictions repaired from the previous frame, absent frames
+  are failures with the full denominator, GT boxes with a coordinate that is not > 0 are IoU failures but
+  precision hits, 21 IoU thresholds with ``IoU > t`` (AUC = mean), 51 centre thresholds with ``err <= d``
+  (P at 20 px, normalised P at 0.20), per-sequence curves averaged over sequences.
+* ``ope``, ``pytracking`` convention (`evaluate_ope_pytracking`, §3, §7) — pytracking's
+  `calc_seq_err_robust` as STARK / OSTrack / LoRAT's `one_pass_evaluation_compatible` run it (w, h > 0 validity,
+  full denominator, every sequence averaged), which produced the published tables. It differs from the toolkit
+  where a dataset has invalid or invisible frames outside LaSOT (LaSOT-ext absent frames are normalised-precision
+  hits, TNL2K border boxes are scored), so it is for comparison with published numbers only.
 * ``got10k`` — the got10k toolkit's ``ExperimentGOT10k.report`` on the val split (§4): frame 1 dropped, both
   boxes clipped to the image, frames with ``cover > 0`` only, AO / SR pooled over all frames of all sequences
   and all repetitions.
@@ -94,12 +99,12 @@ class SequenceCurves:
 # OPE (LaSOT MATLAB toolkit)
 
 
-def _repair_predictions(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """LaSOT toolkit repair: for frames 2..N, a prediction with a NaN or w <= 0 or h <= 0 takes the previous
-    frame's (already repaired) prediction, unless the GT row has a NaN. Vectorised as a forward fill from the
-    last frame that is kept as is (frame 1 is never repaired)."""
-    bad = (np.isnan(pred).any(axis=1) | (pred[:, 2] <= 0) | (pred[:, 3] <= 0)) & ~np.isnan(gt).any(axis=1)
-    bad[0] = False
+def _repair_predictions(pred: np.ndarray, gt: np.ndarray, broken: np.ndarray) -> np.ndarray:
+    """Frames 2..N whose prediction is `broken` take the previous frame's (already repaired) prediction, unless
+    the GT row has a NaN (the toolkit's and pytracking's repair; they differ only in what is broken).
+    Vectorised as a forward fill from the last frame that is kept as is (frame 1 is never repaired)."""
+    bad = broken & ~np.isnan(gt).any(axis=1)
+    bad[:1] = False
     source = np.where(bad, 0, np.arange(len(pred)))
     np.maximum.accumulate(source, out=source)
     return pred[source]
@@ -123,6 +128,34 @@ def _centres(boxes: np.ndarray) -> np.ndarray:
     return boxes[:, :2] + (boxes[:, 2:] - 1) / 2
 
 
+def _non_empty(boxes: np.ndarray) -> np.ndarray:
+    """Frames whose box has w > 0 and h > 0 (NaN counts as empty)."""
+    return (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+
+
+def _frame_errors(pred: np.ndarray, anno: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-frame IoU, centre error and normalised centre error, as both the toolkit and pytracking compute them
+    (before either marks invalid frames). The normalised error divides each centre by the GT size before
+    subtracting, as both do (this decides boundary cases)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = _inclusive_iou(pred, anno)
+        centre_pred, centre_gt = _centres(pred), _centres(anno)
+        err = np.sqrt(((centre_pred - centre_gt) ** 2).sum(axis=1))
+        norm_err = np.sqrt(((centre_pred / anno[:, 2:] - centre_gt / anno[:, 2:]) ** 2).sum(axis=1))
+    return iou, err, norm_err
+
+
+def _curves(iou: np.ndarray, err: np.ndarray, norm_err: np.ndarray) -> SequenceCurves:
+    """#(IoU > t), #(err <= d), #(norm_err <= d) over all frames, divided by the number of frames (NaN compares
+    False everywhere, so NaN errors are failures, as in MATLAB and pytracking)."""
+    n = len(iou)
+    return SequenceCurves(
+        success=(iou[:, None] > OVERLAP_THRESHOLDS[None, :]).sum(axis=0) / n,
+        precision=(err[:, None] <= CENTER_THRESHOLDS[None, :]).sum(axis=0) / n,
+        norm_precision=(norm_err[:, None] <= NORM_CENTER_THRESHOLDS[None, :]).sum(axis=0) / n,
+    )
+
+
 def ope_sequence_curves(
     pred_xywh: np.ndarray, gt: SequenceGT, *, coordinate_offset: float = 0.0, run_label: str = "results"
 ) -> SequenceCurves:
@@ -143,15 +176,9 @@ def ope_sequence_curves(
     pred = pred[:n] + offset  # a longer result is cut to the GT length (the toolkit's monkey-17 rule)
     anno = gt.boxes_xywh + offset
 
-    pred = _repair_predictions(pred, anno)
+    pred = _repair_predictions(pred, anno, np.isnan(pred).any(axis=1) | (pred[:, 2] <= 0) | (pred[:, 3] <= 0))
     pred[0] = anno[0]
-
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = _inclusive_iou(pred, anno)
-        centre_pred, centre_gt = _centres(pred), _centres(anno)
-        err = np.sqrt(((centre_pred - centre_gt) ** 2).sum(axis=1))
-        # The toolkit divides each centre by the GT size before subtracting (this decides boundary cases).
-        norm_err = np.sqrt(((centre_pred / anno[:, 2:] - centre_gt / anno[:, 2:]) ** 2).sum(axis=1))
+    iou, err, norm_err = _frame_errors(pred, anno)
 
     # GT rows that are not all > 0 (NaN included): IoU failure, centre errors a hit (toolkit sets -1).
     gt_valid = (anno > 0).all(axis=1)
@@ -163,13 +190,7 @@ def ope_sequence_curves(
         iou[~gt.visible] = -np.inf
         err[~gt.visible] = np.inf
         norm_err[~gt.visible] = np.inf
-
-    # NaN compares False everywhere, so NaN errors are failures, as in MATLAB.
-    return SequenceCurves(
-        success=(iou[:, None] > OVERLAP_THRESHOLDS[None, :]).sum(axis=0) / n,
-        precision=(err[:, None] <= CENTER_THRESHOLDS[None, :]).sum(axis=0) / n,
-        norm_precision=(norm_err[:, None] <= NORM_CENTER_THRESHOLDS[None, :]).sum(axis=0) / n,
-    )
+    return _curves(iou, err, norm_err)
 
 
 def _mean_over_sequences(curves: np.ndarray, what: str) -> np.ndarray:
@@ -215,35 +236,116 @@ def _check_names(results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[Sequ
         raise ValueError("; ".join(parts) + " (run the tracker on the missing sequences or fix the dataset list)")
 
 
+SequenceScorer = Callable[[np.ndarray, SequenceGT, str], SequenceCurves]
+
+
+def _aggregate_ope(
+    results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT], sequence_curves: SequenceScorer,
+    mean_over_sequences: Callable[[np.ndarray, str], np.ndarray],
+) -> dict:
+    """Curves of every run of every sequence (`sequence_curves(pred, gt, run_label)`), averaged over the runs
+    of a sequence (pytracking `merge_results`, LoRAT `ope_metrics.py`), then over sequences; scores read off."""
+    _check_names(results, gts)
+    success, precision, norm_precision = [], [], []
+    per_sequence = {}
+    for gt in gts:
+        runs = [sequence_curves(pred, gt, f"run {k} results") for k, pred in enumerate(results[gt.name])]
+        success.append(np.mean([r.success for r in runs], axis=0))
+        precision.append(np.mean([r.precision for r in runs], axis=0))
+        norm_precision.append(np.mean([r.norm_precision for r in runs], axis=0))
+        per_sequence[gt.name] = _ope_scores(success[-1], precision[-1], norm_precision[-1])
+    curves = {
+        "success": mean_over_sequences(np.array(success), "success"),
+        "precision": mean_over_sequences(np.array(precision), "precision"),
+        "norm_precision": mean_over_sequences(np.array(norm_precision), "normalised precision"),
+    }
+    return {**_ope_scores(curves["success"], curves["precision"], curves["norm_precision"]),
+            "curves": curves, "per_sequence": per_sequence}
+
+
 def evaluate_ope(
     results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT], *, coordinate_offset: float = 0.0
 ) -> dict:
     """One-pass evaluation in the LaSOT toolkit convention.
 
     `results` maps sequence name -> one (N, 4) x,y,w,h prediction array per run. Each sequence's curves are
-    averaged over its runs (pytracking `merge_results`, LoRAT `ope_metrics.py`), then over sequences.
-    Returns {'AUC', 'OP50', 'OP75', 'Precision', 'NormPrecision'} in percent, 'curves' (mean curves as
-    fractions: 'success' (21,), 'precision' (51,), 'norm_precision' (51,)) and 'per_sequence' {name: scores}.
+    averaged over its runs, then over sequences. Returns {'AUC', 'OP50', 'OP75', 'Precision', 'NormPrecision'}
+    in percent, 'curves' (mean curves as fractions: 'success' (21,), 'precision' (51,), 'norm_precision' (51,))
+    and 'per_sequence' {name: scores}.
     """
-    _check_names(results, gts)
-    success, precision, norm_precision = [], [], []
-    per_sequence = {}
-    for gt in gts:
-        runs = [
-            ope_sequence_curves(pred, gt, coordinate_offset=coordinate_offset, run_label=f"run {k} results")
-            for k, pred in enumerate(results[gt.name])
-        ]
-        success.append(np.mean([r.success for r in runs], axis=0))
-        precision.append(np.mean([r.precision for r in runs], axis=0))
-        norm_precision.append(np.mean([r.norm_precision for r in runs], axis=0))
-        per_sequence[gt.name] = _ope_scores(success[-1], precision[-1], norm_precision[-1])
-    curves = {
-        "success": _mean_over_sequences(np.array(success), "success"),
-        "precision": _mean_over_sequences(np.array(precision), "precision"),
-        "norm_precision": _mean_over_sequences(np.array(norm_precision), "normalised precision"),
-    }
-    return {**_ope_scores(curves["success"], curves["precision"], curves["norm_precision"]),
-            "curves": curves, "per_sequence": per_sequence}
+    def sequence_curves(pred: np.ndarray, gt: SequenceGT, run_label: str) -> SequenceCurves:
+        return ope_sequence_curves(pred, gt, coordinate_offset=coordinate_offset, run_label=run_label)
+
+    return _aggregate_ope(results, gts, sequence_curves, _mean_over_sequences)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# OPE (pytracking convention: the code path of the published OSTrack / LoRAT tables)
+
+
+def pytracking_sequence_curves(
+    pred_xywh: np.ndarray, gt: SequenceGT, *, lasot_rules: bool = False, invalid_centre_is_hit: bool = False,
+    coordinate_offset: float = 0.0, run_label: str = "results",
+) -> SequenceCurves:
+    """Curves of one sequence as pytracking's `calc_seq_err_robust` computes them with `stark_behavior=True` and
+    `exclude_invalid_frames=False` (= LoRAT's `one_pass_evaluation_compatible`, benchmark-metrics.md §3, §7).
+
+    Unlike the toolkit: NaN / negative-size results are refused, only zero-size ones are repaired; a GT frame is
+    valid when w, h > 0 and it is visible (x, y are not checked); invalid frames are IoU and precision failures
+    but normalised-precision hits. `lasot_rules` and `invalid_centre_is_hit` are the branches pytracking keys on
+    the dataset strings 'lasot' (a short result is an error rather than zero-padded; invisible frames fail both
+    centre-error curves) and 'uav' (invalid frames are precision hits). `coordinate_offset` as in
+    `ope_sequence_curves` (no rule here depends on x, y; it keeps the arithmetic on the file coordinates).
+    """
+    n = len(gt.boxes_xywh)
+    pred = _as_boxes(pred_xywh, f"{run_label} of sequence {gt.name!r}")
+    refused = np.isnan(pred).any(axis=1) | (pred[:, 2:] < 0).any(axis=1)
+    if refused.any():
+        raise ValueError(
+            f"{run_label} of sequence {gt.name!r} have NaN or negative w/h at frame(s) "
+            f"{(np.flatnonzero(refused) + 1).tolist()} (1-based); pytracking refuses such results"
+        )
+    if lasot_rules and len(pred) < n:
+        raise ValueError(
+            f"{run_label} of sequence {gt.name!r} have {len(pred)} boxes but the ground truth has {n} frames; "
+            "re-run the tracker on this sequence"
+        )
+    offset = np.array([coordinate_offset, coordinate_offset, 0.0, 0.0])
+    pred = pred[:n] + offset
+    anno = gt.boxes_xywh + offset
+
+    pred = _repair_predictions(pred, anno[: len(pred)], (pred[:, 2] == 0) | (pred[:, 3] == 0))
+    # A short result is padded after the repair, so the zero rows stay (failing) zero boxes.
+    pred = np.concatenate([pred, np.zeros((n - len(pred), 4))])
+    pred[0] = anno[0]
+    iou, err, norm_err = _frame_errors(pred, anno)
+
+    valid = _non_empty(anno) if gt.visible is None else _non_empty(anno) & gt.visible
+    iou[~valid] = -1.0
+    err[~valid] = -1.0 if invalid_centre_is_hit else np.inf
+    norm_err[~valid] = -1.0  # a hit at every threshold: the quirk behind published LaSOT-ext / TNL2K NP
+    if lasot_rules and gt.visible is not None:
+        err[~gt.visible] = np.inf
+        norm_err[~gt.visible] = np.inf
+    return _curves(iou, err, norm_err)
+
+
+def evaluate_ope_pytracking(
+    results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT], *, coordinate_offset: float = 0.0,
+    lasot_rules: bool = False, invalid_centre_is_hit: bool = False,
+) -> dict:
+    """One-pass evaluation in the pytracking convention (`pytracking_sequence_curves`), output as `evaluate_ope`.
+
+    Runs of a sequence are averaged first; then every sequence counts with equal weight (pytracking drops no
+    all-zero curve). For comparison with published numbers only: it is not the benchmarks' official protocol.
+    """
+    def sequence_curves(pred: np.ndarray, gt: SequenceGT, run_label: str) -> SequenceCurves:
+        return pytracking_sequence_curves(
+            pred, gt, lasot_rules=lasot_rules, invalid_centre_is_hit=invalid_centre_is_hit,
+            coordinate_offset=coordinate_offset, run_label=run_label,
+        )
+
+    return _aggregate_ope(results, gts, sequence_curves, lambda curves, _what: curves.mean(axis=0))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,6 +449,7 @@ Evaluator = Callable[..., dict]
 
 PROTOCOLS: dict[str, Evaluator] = {"ope": evaluate_ope, "got10k": evaluate_got10k}
 PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {"ope": OPE_METRICS, "got10k": GOT10K_METRICS}
+CONVENTIONS = ("toolkit", "pytracking")  # how `evaluate_dataset` scores ``ope``; the toolkit is the default
 
 
 @dataclass(frozen=True)
@@ -354,19 +457,23 @@ class BenchmarkSpec:
     """How a dataset is scored: its protocols; the x, y shift that undoes the loader's shift of the annotation
     files (LaSOT files are 1-based and loaded with -1, upstream-lorat.md §5.1); and whether frames with an empty
     GT box are absent when the loader gives no visibility flags (TNL2K's absent frames carry an empty box,
-    benchmark-metrics.md §2, §9 — otherwise the toolkit's validity rule would count them as precision hits)."""
+    benchmark-metrics.md §2, §9 — otherwise the toolkit's validity rule would count them as precision hits;
+    toolkit convention only). The `pytracking_*` flags are pytracking's dataset-specific branches (see
+    `pytracking_sequence_curves`): 'lasot' and 'uav' there."""
 
     protocols: tuple[str, ...]
     coordinate_offset: float = 0.0
     empty_gt_is_absent: bool = False
+    pytracking_lasot_rules: bool = False
+    pytracking_invalid_centre_is_hit: bool = False
 
 
 BENCHMARKS: dict[str, BenchmarkSpec] = {
-    "lasot": BenchmarkSpec(("ope",), coordinate_offset=1.0),
+    "lasot": BenchmarkSpec(("ope",), coordinate_offset=1.0, pytracking_lasot_rules=True),
     "lasot_extension_subset": BenchmarkSpec(("ope",)),
     "tnl2k": BenchmarkSpec(("ope",), empty_gt_is_absent=True),
     "otb": BenchmarkSpec(("ope",)),
-    "uav": BenchmarkSpec(("ope",)),
+    "uav": BenchmarkSpec(("ope",), pytracking_invalid_centre_is_hit=True),
     "nfs": BenchmarkSpec(("ope",)),
     "got10k_val": BenchmarkSpec(("got10k",)),
 }
@@ -392,22 +499,35 @@ def benchmark_spec(dataset_name: str) -> BenchmarkSpec:
     )
 
 
-def _non_empty(boxes: np.ndarray) -> np.ndarray:
-    """Frames whose box has w > 0 and h > 0 (NaN counts as empty)."""
-    return (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+def check_convention(convention: str) -> None:
+    """Raise unless `convention` is one of `CONVENTIONS` (so callers can fail before reading any file)."""
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown metric convention {convention!r}; use one of: {', '.join(CONVENTIONS)}")
 
 
 def evaluate_dataset(
-    dataset_name: str, results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT]
+    dataset_name: str, results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT],
+    convention: str = "toolkit",
 ) -> dict[str, dict]:
-    """Score one tracker on a dataset with every protocol the dataset uses: {protocol: evaluator output}."""
+    """Score one tracker on a dataset with every protocol the dataset uses: {protocol: evaluator output}.
+
+    `convention` picks how ``ope`` is scored: "toolkit" (default, the official MATLAB toolkit) or "pytracking"
+    (the code behind the published OSTrack / LoRAT tables, for comparison only). ``got10k`` is the same in both.
+    """
+    check_convention(convention)
     spec = benchmark_spec(dataset_name)
-    if spec.empty_gt_is_absent:
+    if spec.empty_gt_is_absent and convention == "toolkit":
         gts = [gt if gt.visible is not None else replace(gt, visible=_non_empty(gt.boxes_xywh)) for gt in gts]
-    return {
-        protocol: PROTOCOLS[protocol](results, gts, coordinate_offset=spec.coordinate_offset)
-        for protocol in spec.protocols
-    }
+    scored = {}
+    for protocol in spec.protocols:
+        if protocol == "ope" and convention == "pytracking":
+            scored[protocol] = evaluate_ope_pytracking(
+                results, gts, coordinate_offset=spec.coordinate_offset, lasot_rules=spec.pytracking_lasot_rules,
+                invalid_centre_is_hit=spec.pytracking_invalid_centre_is_hit,
+            )
+        else:
+            scored[protocol] = PROTOCOLS[protocol](results, gts, coordinate_offset=spec.coordinate_offset)
+    return scored
 
 
 # --------------------------------------------------------------------------------------------------------------

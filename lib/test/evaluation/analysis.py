@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from lib.test.analysis.metrics import PROTOCOL_METRICS, SequenceGT, benchmark_spec, evaluate_dataset
+from lib.test.analysis.metrics import (
+    PROTOCOL_METRICS, SequenceGT, benchmark_spec, check_convention, evaluate_dataset,
+)
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.results import incomplete_results, read_sequence_boxes, tracker_results_dir
 
@@ -57,16 +59,21 @@ def sequence_gt(seq: Sequence) -> SequenceGT:
 
 
 def evaluate_trackers(
-    dataset_name: str, sequences: list[Sequence], entries: list[TrackerEntry], results_path: str | Path
+    dataset_name: str, sequences: list[Sequence], entries: list[TrackerEntry], results_path: str | Path,
+    convention: str = "toolkit",
 ) -> dict[str, dict[str, dict]]:
-    """{tracker name: {protocol: evaluator output}} for every entry (all must have complete results)."""
-    benchmark_spec(dataset_name)  # server-scored / unknown datasets fail before any file is read
+    """{tracker name: {protocol: evaluator output}} for every entry (all must have complete results).
+
+    `convention` as in `evaluate_dataset`: "toolkit" (official) or "pytracking" (published-table comparison).
+    """
+    benchmark_spec(dataset_name)  # server-scored / unknown datasets and conventions fail before any file is read
+    check_convention(convention)
     names = [e.name for e in entries]
     if len(set(names)) != len(names):
         raise ValueError(f"two trackers share a display name: {names}; give them distinct names")
     gts = [sequence_gt(seq) for seq in sequences]
     return {
-        e.name: evaluate_dataset(dataset_name, load_tracker_results(e, sequences, results_path), gts)
+        e.name: evaluate_dataset(dataset_name, load_tracker_results(e, sequences, results_path), gts, convention)
         for e in entries
     }
 
