@@ -162,6 +162,8 @@ class Trainer:
         self.model.train()
         batches = iter(self._loader(self.run.train_pairs, epoch))
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        skipped = 0
         bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="it",
                    disable=not self.run.dist.is_main, dynamic_ncols=True)
         start = time.perf_counter()
@@ -188,17 +190,23 @@ class Trainer:
             stats = all_reduce_mean(stats, self.device)  # the same on every rank, so all of them stop together
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"loss is {stats['loss']} at epoch {epoch + 1} iteration {it}")
+            skipped += not math.isfinite(stats["grad_norm"])  # fp16: the scaler skipped this step
             for k, v in stats.items():
-                sums[k] = sums.get(k, 0.0) + v
+                if math.isfinite(v):  # a skipped step's inf/nan gradient norm stays out of the means
+                    sums[k] = sums.get(k, 0.0) + v
+                    counts[k] = counts.get(k, 0) + 1
             samples_per_s = (it + 1) * cfg.train.batch_size / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{stats['loss']:.4f}", iou=f"{stats['iou']:.3f}", samples_s=f"{samples_per_s:.1f}")
             bar.update()
             if self.writer is not None:
                 for k, v in {**stats, "samples_per_s": samples_per_s}.items():
-                    self.writer.add_scalar(f"train/{k}", v, self.global_step)
+                    if math.isfinite(v):
+                        self.writer.add_scalar(f"train/{k}", v, self.global_step)
         bar.close()
         elapsed = time.perf_counter() - start
-        means = {k: v / self.iters_per_epoch for k, v in sums.items()}
+        means = {k: v / counts[k] for k, v in sums.items()}
+        if self.scaler.is_enabled():
+            means["skipped_steps"] = float(skipped)
         means["samples_per_s"] = self.iters_per_epoch * cfg.train.batch_size / elapsed
         if self.writer is not None:
             for k, v in means.items():
