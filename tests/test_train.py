@@ -84,15 +84,17 @@ def test_resume_refuses_a_different_config(tmp_path, env_file):
         _train(tmp_path, env_file, extra=["train.epochs=1", "train.lr=0.5"])
 
 
-@pytest.mark.parametrize("accum", [1, 2])
-def test_two_process_ddp_matches_single_process(tmp_path, env_file, accum):
+@pytest.mark.parametrize("extra", [[], ["train.grad_accum_steps=2"], ["train.compile=true"]],
+                         ids=["plain", "accumulation", "compiled"])
+def test_two_process_ddp_matches_single_process(tmp_path, env_file, extra):
     """Same global batch: 2 gloo ranks x 4 samples == 1 process x 8 samples (grads averaged, N_pos all-reduced).
     With 2 accumulation steps each rank's micro-batch k holds every other job of the single process's micro-batch
-    k (item i of rank r is job r + 2i), so the two runs still match, and DDP must sync on the last micro-batch."""
+    k (item i of rank r is job r + 2i), so the two runs still match, and DDP must sync on the last micro-batch.
+    Compiled: the GPU recipe's torch.compile(DDP(model, static_graph=True)), on CPU."""
     # No warm-up: the first AdamW steps move weights by ~lr = 1e-3, far above the comparison tolerance, so a rank
     # training on its own gradients (no all-reduce) shows (it changes about half of all weights by > 1e-4).
     common = ["--config", "demo", "--env_file", str(env_file), "--cpu", "--set", *FAST, "train.epochs=1",
-              "train.warmup_epochs=0", f"train.grad_accum_steps={accum}"]
+              "train.warmup_epochs=0", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single = subprocess.run([sys.executable, "tracking/train.py", "--mode", "single", "--save_dir",
                              str(tmp_path / "single"), *common], cwd=ROOT, env=env, capture_output=True, text=True)

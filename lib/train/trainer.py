@@ -73,9 +73,10 @@ class Trainer:
         # on the GPU is what the CPU tests exercise; the CPU-only demo configs choose fp32 and eager.
         self.amp_dtype = AMP[cfg.train.amp]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        # upstream's DDP settings; its static_graph cannot be combined with no_sync, which accumulation needs
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
                                             find_unused_parameters=False, gradient_as_bucket_view=True,
-                                            bucket_cap_mb=100)
+                                            static_graph=accum == 1, bucket_cap_mb=100)
                     if run.dist.distributed else None)
         self.forward_model: nn.Module = self.model if self.ddp is None else self.ddp
         if cfg.train.compile:  # after DDP, so that its optimizer splits graphs at gradient-bucket boundaries
