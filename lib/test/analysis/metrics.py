@@ -445,11 +445,7 @@ def evaluate_got10k(
 # Registries
 
 
-Evaluator = Callable[..., dict]
-
-PROTOCOLS: dict[str, Evaluator] = {"ope": evaluate_ope, "got10k": evaluate_got10k}
 PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {"ope": OPE_METRICS, "got10k": GOT10K_METRICS}
-CONVENTIONS = ("toolkit", "pytracking")  # how `evaluate_dataset` scores ``ope``; the toolkit is the default
 
 
 @dataclass(frozen=True)
@@ -499,6 +495,34 @@ def benchmark_spec(dataset_name: str) -> BenchmarkSpec:
     )
 
 
+def _toolkit_ope(results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT], spec: BenchmarkSpec) -> dict:
+    if spec.empty_gt_is_absent:
+        gts = [gt if gt.visible is not None else replace(gt, visible=_non_empty(gt.boxes_xywh)) for gt in gts]
+    return evaluate_ope(results, gts, coordinate_offset=spec.coordinate_offset)
+
+
+def _pytracking_ope(results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT],
+                    spec: BenchmarkSpec) -> dict:
+    return evaluate_ope_pytracking(results, gts, coordinate_offset=spec.coordinate_offset,
+                                   lasot_rules=spec.pytracking_lasot_rules,
+                                   invalid_centre_is_hit=spec.pytracking_invalid_centre_is_hit)
+
+
+def _got10k(results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT], spec: BenchmarkSpec) -> dict:
+    return evaluate_got10k(results, gts, coordinate_offset=spec.coordinate_offset)
+
+
+Scorer = Callable[[Mapping[str, Sequence[np.ndarray]], Sequence[SequenceGT], BenchmarkSpec], dict]
+
+# convention -> protocol -> scorer. "toolkit" (the default) is the official toolkits; "pytracking" is the code path
+# behind the published OSTrack / LoRAT tables, for comparison with them only (GOT-10k is scored the same in both).
+SCORERS: dict[str, dict[str, Scorer]] = {
+    "toolkit": {"ope": _toolkit_ope, "got10k": _got10k},
+    "pytracking": {"ope": _pytracking_ope, "got10k": _got10k},
+}
+CONVENTIONS = tuple(SCORERS)
+
+
 def check_convention(convention: str) -> None:
     """Raise unless `convention` is one of `CONVENTIONS` (so callers can fail before reading any file)."""
     if convention not in CONVENTIONS:
@@ -509,25 +533,11 @@ def evaluate_dataset(
     dataset_name: str, results: Mapping[str, Sequence[np.ndarray]], gts: Sequence[SequenceGT],
     convention: str = "toolkit",
 ) -> dict[str, dict]:
-    """Score one tracker on a dataset with every protocol the dataset uses: {protocol: evaluator output}.
-
-    `convention` picks how ``ope`` is scored: "toolkit" (default, the official MATLAB toolkit) or "pytracking"
-    (the code behind the published OSTrack / LoRAT tables, for comparison only). ``got10k`` is the same in both.
-    """
+    """Score one tracker on a dataset with every protocol the dataset uses, in `convention` (see `SCORERS`):
+    {protocol: evaluator output}."""
     check_convention(convention)
     spec = benchmark_spec(dataset_name)
-    if spec.empty_gt_is_absent and convention == "toolkit":
-        gts = [gt if gt.visible is not None else replace(gt, visible=_non_empty(gt.boxes_xywh)) for gt in gts]
-    scored = {}
-    for protocol in spec.protocols:
-        if protocol == "ope" and convention == "pytracking":
-            scored[protocol] = evaluate_ope_pytracking(
-                results, gts, coordinate_offset=spec.coordinate_offset, lasot_rules=spec.pytracking_lasot_rules,
-                invalid_centre_is_hit=spec.pytracking_invalid_centre_is_hit,
-            )
-        else:
-            scored[protocol] = PROTOCOLS[protocol](results, gts, coordinate_offset=spec.coordinate_offset)
-    return scored
+    return {protocol: SCORERS[convention][protocol](results, gts, spec) for protocol in spec.protocols}
 
 
 # --------------------------------------------------------------------------------------------------------------
