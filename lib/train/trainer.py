@@ -164,7 +164,6 @@ class Trainer:
         batches = iter(self._loader(self.run.train_pairs, epoch))
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
-        skipped = 0
         bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}", unit="it",
                    disable=not self.run.dist.is_main, dynamic_ncols=True)
         start = time.perf_counter()
@@ -191,9 +190,8 @@ class Trainer:
             stats = all_reduce_mean(stats, self.device)  # the same on every rank, so all of them stop together
             if not math.isfinite(stats["loss"]):
                 raise FloatingPointError(f"loss is {stats['loss']} at epoch {epoch + 1} iteration {it}")
-            skipped += not math.isfinite(stats["grad_norm"])  # fp16: the scaler skipped this step
             for k, v in stats.items():
-                if math.isfinite(v):  # a skipped step's inf/nan gradient norm stays out of the means
+                if math.isfinite(v):  # a step the fp16 scaler skipped has an inf/nan gradient norm
                     sums[k] = sums.get(k, 0.0) + v
                     counts[k] = counts.get(k, 0) + 1
             samples_per_s = (it + 1) * cfg.train.batch_size / (time.perf_counter() - start)
@@ -207,7 +205,7 @@ class Trainer:
         elapsed = time.perf_counter() - start
         means = {k: v / counts[k] for k, v in sums.items()}
         if self.scaler.is_enabled():
-            means["skipped_steps"] = float(skipped)
+            means["skipped_steps"] = float(self.iters_per_epoch - counts.get("grad_norm", 0))
         means["samples_per_s"] = self.iters_per_epoch * cfg.train.batch_size / elapsed
         if self.writer is not None:
             for k, v in means.items():
