@@ -29,27 +29,22 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
+def _lasot_sequence(seq: str, boxes: str, full_occlusion: str, out_of_view: str, frames: int) -> None:
+    write_text(f"{seq}/groundtruth.txt", boxes)
+    write_text(f"{seq}/full_occlusion.txt", full_occlusion)
+    write_text(f"{seq}/out_of_view.txt", out_of_view)
+    for k in range(frames):
+        write_jpg(f"{seq}/img/{k + 1:08d}.jpg", frame_value(k))
+
+
 def make_lasot(root: str) -> None:
     """airplane-2, airplane-10 (5 frames each) and zebra-1 (3 frames); 1-based boxes on disk."""
     # airplane-10: frame0 out of view, frame2 fully occluded, frame4 zero-width -> kept frames 1..3.
-    seq = f"{root}/airplane/airplane-10"
-    write_text(f"{seq}/groundtruth.txt", "11,6,20,10\n11,6,20,10\n12,7,20,10\n-9,-9,20,20\n1,1,0,5\n")
-    write_text(f"{seq}/full_occlusion.txt", "0,0,1,0,0")
-    write_text(f"{seq}/out_of_view.txt", "1,0,0,0,0")
-    for k in range(5):
-        write_jpg(f"{seq}/img/{k + 1:08d}.jpg", frame_value(k))
-    seq = f"{root}/airplane/airplane-2"
-    write_text(f"{seq}/groundtruth.txt", "1,1,10,10\n101,101,10,10\n1,1,10,10\n1,1,10,10\n1,1,10,10\n")
-    write_text(f"{seq}/full_occlusion.txt", "0,0,0,0,0\n")
-    write_text(f"{seq}/out_of_view.txt", "0,0,0,0,0\n")
-    for k in range(5):
-        write_jpg(f"{seq}/img/{k + 1:08d}.jpg", frame_value(k))
-    seq = f"{root}/zebra/zebra-1"
-    write_text(f"{seq}/groundtruth.txt", "5,5,10,10\n5,5,10,10\n5,5,10,10\n")
-    write_text(f"{seq}/full_occlusion.txt", "0,0,0")
-    write_text(f"{seq}/out_of_view.txt", "0,0,0")
-    for k in range(3):
-        write_jpg(f"{seq}/img/{k + 1:08d}.jpg", frame_value(k))
+    _lasot_sequence(f"{root}/airplane/airplane-10", "11,6,20,10\n11,6,20,10\n12,7,20,10\n-9,-9,20,20\n1,1,0,5\n",
+                    "0,0,1,0,0", "1,0,0,0,0", 5)
+    _lasot_sequence(f"{root}/airplane/airplane-2", "1,1,10,10\n101,101,10,10\n1,1,10,10\n1,1,10,10\n1,1,10,10\n",
+                    "0,0,0,0,0\n", "0,0,0,0,0\n", 5)
+    _lasot_sequence(f"{root}/zebra/zebra-1", "5,5,10,10\n5,5,10,10\n5,5,10,10\n", "0,0,0", "0,0,0", 3)
 
 
 LASOT_NAMES = ["zebra-1", "airplane-10", "airplane-2"]
