@@ -6,6 +6,11 @@ import os
 import cv2
 import numpy as np
 
+# ImageNet statistics of the pretrained backbones (RGB, for pixels scaled to [0, 1]); training and tracking normalise
+# with these.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def decode_image(data: bytes, name_for_errors: str) -> np.ndarray:
     """Decode encoded image bytes (jpg/png/...) to an RGB uint8 HxWx3 array.

@@ -5,6 +5,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Where pretrained backbone files are looked up by default (see pretrained/README.md).
+PRETRAINED_DIR = PROJECT_ROOT / "pretrained"
 CHECKPOINT_NAME = re.compile(r"^checkpoint_ep(\d{4})\.pth$")
 
 
