@@ -50,7 +50,8 @@ def test_read_image_is_rgb_and_errors_name_the_file(tmp_path):
 
 
 def test_exif_orientation_is_not_applied(tmp_path):
-    """Boxes refer to the stored pixels: a JPEG tagged 'rotate 90' decodes as stored (upstream §3.8), 80 wide."""
+    """Boxes refer to the stored pixels: a JPEG tagged 'rotate 90' decodes as stored, as upstream
+    trackit/miscellanies/image/io.py does; 80 wide."""
     from PIL import Image
 
     stored = np.zeros((40, 80, 3), np.uint8)

@@ -49,7 +49,7 @@ class ToyTracker(nn.Module):
 
 
 def lora_setup() -> ToyTracker:
-    """LoRAT trainability (§2.3): only LoRA A/B, token_type_embed and the head are trainable."""
+    """LoRAT trainability (upstream trackit/models/methods/LoRAT/builder.py): only LoRA A/B, token_type_embed and the head are trainable."""
     model = ToyTracker()
     for name, param in model.named_parameters():
         param.requires_grad_(".lora." in name or name == "token_type_embed" or name.startswith("head."))

@@ -1,8 +1,8 @@
 """LoRAT training loss: IoU-aware BCE on the score map + GIoU on the boxes of positive cells.
 
-Follows upstream-lorat.md §3.7 (``trackit/criteria/methods/box_with_score_map``): both terms are summed and
-divided by the number of positive cells averaged over ranks (clamped below by 1), and the whole loss is
-computed in float32 even inside an fp16 autocast region.
+Follows upstream trackit/LoRAT (https://github.com/LitingLin/LoRAT, ``trackit/criteria/methods/box_with_score_map``):
+both terms are summed and divided by the number of positive cells averaged over ranks (clamped below by 1), and
+the whole loss is computed in float32 even inside an fp16 autocast region.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Optimiser parameter groups, AdamW construction and the per-update warm-up + cosine lr schedule.
 
-Follows upstream-lorat.md §3.8 (LoRAT) and §7.1 (full fine-tuning baseline), i.e. trackit's
+Follows upstream trackit/LoRAT (https://github.com/LitingLin/LoRAT; ``config/LoRAT/run.yaml`` and, for the full
+fine-tuning baseline, ``config/baseline/run.yaml``), i.e. trackit's
 ``per_parameter_options`` rules and timm's ``CosineLRScheduler`` (warmup_prefix=True, stepped per update).
 """
 from __future__ import annotations
