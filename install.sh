@@ -12,6 +12,8 @@ PY
 # torch and torchvision from the registry's default build (CUDA wheels on Linux; they also run on CPU).
 "$PYTHON" -m pip install --upgrade-strategy only-if-needed torch torchvision
 "$PYTHON" -m pip install --upgrade-strategy only-if-needed -r requirements.txt
+# the project itself, editable: `lib` is importable from the scripts in tracking/ and benchmarks/ and from tests
+"$PYTHON" -m pip install --no-deps -e .
 "$PYTHON" - <<'PY'
 import cv2, lmdb, pycocotools, timm, torch, torchvision, thop  # noqa: F401  (fail here, not in the middle of a run)
 print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), torchvision {torchvision.__version__}, "

@@ -7,7 +7,6 @@ Runs in ONE process with one OpenCV/torch thread, i.e. what one data-loader work
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,9 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
-
-from lib.train.data.processing import LoRATProcessing  # noqa: E402
+from lib.train.data.processing import LoRATProcessing
 
 FRAME_SIZE = (1280, 720)  # (W, H)
 B224 = dict(template_size=(112, 112), search_size=(224, 224), template_area_factor=2.0, search_area_factor=4.0,

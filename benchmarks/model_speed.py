@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
-
-from lib.config import ExperimentConfig, load_experiment  # noqa: E402
-from lib.models import build_model  # noqa: E402
-from lib.models.profile import measure_latency, sample_inputs  # noqa: E402
+from lib.config import ExperimentConfig, load_experiment
+from lib.models import build_model
+from lib.models.profile import measure_latency, sample_inputs
 
 DEFAULT_VARIANTS = ("small_224", "small_378", "base_224", "base_378")
 # Our backbone key -> upstream DINOv2 factory (trackit/models/backbone/dinov2/model.py)

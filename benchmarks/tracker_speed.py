@@ -10,8 +10,6 @@ work. Target: overhead below 10% of the forward.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 import statistics
 import time
 
@@ -19,12 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make `lib` importable
-
-from lib.config import ExperimentConfig, load_experiment  # noqa: E402
-from lib.models import build_model  # noqa: E402
-from lib.models.profile import measure_latency, sample_inputs  # noqa: E402
-from lib.test.tracker.lorat import LoRATTracker  # noqa: E402
+from lib.config import ExperimentConfig, load_experiment
+from lib.models import build_model
+from lib.models.profile import measure_latency, sample_inputs
+from lib.test.tracker.lorat import LoRATTracker
 
 FRAME_SIZE = (1280, 720)  # (W, H)
 TARGETS_WH = {"small target 40x30": (40., 30.), "medium target 160x120": (160., 120.),

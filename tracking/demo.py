@@ -21,20 +21,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from lib.config import apply_overrides, load_experiment  # noqa: E402
-from lib.models import build_model  # noqa: E402
-from lib.models.profile import count_params  # noqa: E402
-from lib.test.analysis.metrics import format_table  # noqa: E402
-from lib.test.analysis.plots import save_plots  # noqa: E402
-from lib.test.evaluation.analysis import TrackerEntry, evaluate_trackers  # noqa: E402
-from lib.test.evaluation.datasets import get_dataset  # noqa: E402
-from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import tracker_results_dir  # noqa: E402
-from lib.test.evaluation.running import TrackerSpec, run_dataset  # noqa: E402
-from lib.utils.paths import RunPaths  # noqa: E402
-from lib.utils.synthetic import ensure_demo_data  # noqa: E402
+from lib.config import apply_overrides, load_experiment
+from lib.models import build_model
+from lib.models.profile import count_params
+from lib.test.analysis.metrics import format_table
+from lib.test.analysis.plots import save_plots
+from lib.test.evaluation.analysis import TrackerEntry, evaluate_trackers
+from lib.test.evaluation.datasets import get_dataset
+from lib.test.evaluation.environment import env_settings
+from lib.test.evaluation.results import tracker_results_dir
+from lib.test.evaluation.running import TrackerSpec, run_dataset
+from lib.utils.paths import RunPaths
+from lib.utils.synthetic import ensure_demo_data
 
 SAMPLES_PER_SECOND = 70  # training throughput assumed for --minutes (measured on an idle 2-core CPU)
 METRICS = ("AUC", "Precision", "NormPrecision", "AO", "SR0.5")
