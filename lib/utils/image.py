@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 
 import cv2
 import numpy as np
@@ -11,18 +13,60 @@ import numpy as np
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+_JPEG_SIGNATURE = b"\xff\xd8"
+# libjpeg's warnings that mean the entropy-coded data is damaged (jerror.h JWRN_*): it still returns an image, with
+# the damaged blocks filled in, and only prints the warning to stderr.
+LIBJPEG_CORRUPTION_WARNINGS = (
+    "Corrupt JPEG data",
+    "Premature end of JPEG file",
+    "Inconsistent progression sequence",
+    "Invalid SOS parameters",
+)
+# OpenCV gives no access to libjpeg's warnings, so JPEG decoding briefly points file descriptor 2 at a temporary
+# file. The descriptor is process-wide: this lock keeps two threads of one process from redirecting it at once.
+_STDERR_REDIRECT = threading.Lock()
+
+
+def _imdecode_capturing_stderr(buf: np.ndarray, flags: int) -> tuple[np.ndarray | None, str]:
+    """cv2.imdecode, plus whatever the C libraries wrote to stderr meanwhile."""
+    with _STDERR_REDIRECT, tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        try:
+            os.dup2(capture.fileno(), 2)
+            try:
+                image = cv2.imdecode(buf, flags)
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        capture.seek(0)
+        return image, capture.read().decode("utf-8", errors="replace")
+
 
 def decode_image(data: bytes, name_for_errors: str) -> np.ndarray:
     """Decode encoded image bytes (jpg/png/...) to an RGB uint8 HxWx3 array.
 
-    `name_for_errors` is the file or LMDB key the bytes came from; it is named in the error.
+    `name_for_errors` is the file or LMDB key the bytes came from; it is named in the error. A JPEG whose data
+    libjpeg reports as corrupt is an error too: the decoded image would silently hold made-up blocks.
     """
     if len(data) == 0:
         raise ValueError(f"image {name_for_errors} is empty (0 bytes); re-extract or re-download that file")
     buf = np.frombuffer(data, dtype=np.uint8)
     # The stored pixel grid, as upstream decodes it: annotations refer to it, so an EXIF orientation tag (which
     # OpenCV would otherwise apply) must not rotate the image away from its boxes.
-    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+    if data.startswith(_JPEG_SIGNATURE):
+        bgr, messages = _imdecode_capturing_stderr(buf, flags)
+        corrupt = [line for line in messages.splitlines() if line.startswith(LIBJPEG_CORRUPTION_WARNINGS)]
+        if corrupt:
+            raise ValueError(
+                f"image {name_for_errors} is a damaged JPEG (libjpeg: {'; '.join(corrupt)}); "
+                "re-extract or re-download that file"
+            )
+        if messages:  # other output (e.g. a benign libjpeg notice) still reaches the terminal
+            os.write(2, messages.encode("utf-8"))
+    else:
+        bgr = cv2.imdecode(buf, flags)
     if bgr is None:
         raise ValueError(
             f"image {name_for_errors} could not be decoded (corrupt or not an image); "
@@ -32,7 +76,7 @@ def decode_image(data: bytes, name_for_errors: str) -> np.ndarray:
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as RGB uint8 HxWx3; a missing or undecodable file is an error naming it."""
+    """Read an image file as RGB uint8 HxWx3; a missing, undecodable or damaged file is an error naming it."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as f:

@@ -18,9 +18,8 @@ from PIL import Image, ImageFilter
 from lib.utils import boxes as box_ops
 from lib.utils.crop import (crop_and_resize, image_mean, jittered_search_params, siamfc_crop_params,
                             template_foreground_mask)
+from lib.utils.image import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 GRAYSCALE_WEIGHTS = (0.2989, 0.587, 0.114)
 BLUR_RADIUS_RANGE = (0.1, 2.0)
 NUM_COLOR_OPS = 4  # brightness, contrast, saturation, hue: upstream permutes 4 ops; hue is disabled in LoRAT
