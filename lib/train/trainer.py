@@ -1,13 +1,17 @@
-"""The LoRAT training loop for one rank: data, forward/backward with AMP and DDP, schedule, checkpoints, logs.
+"""The training loop for one rank: data, forward/backward with AMP and DDP, schedule, checkpoints, logs.
 
 Everything the loop needs is passed in explicitly (`TrainingRun`); `lib/train/run_training.py` assembles it from
-the experiment config. A rerun of the same command resumes from the newest complete checkpoint.
+the experiment config. What a step computes comes from the experiment script's actor (`lib/train/actor.py`).
+
+Resuming: a rerun of the same command (or a worker group restarted by torchrun, `tracking/train.py --max_restarts`)
+continues from the newest readable checkpoint of the run's folder. See `Trainer.restore`.
 """
 from __future__ import annotations
 
 import copy
 import logging
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -24,16 +28,17 @@ from lib.models import export_inference_checkpoint, merge_for_inference, trainab
 from lib.models.checkpoint import save_official_checkpoint
 from lib.train.data.pairs import TrainingPairs
 from lib.train.data.processing import collate
-from lib.train.loss import global_num_positives, lorat_loss
+from lib.train.actor import build_actor
 from lib.train.optim import WarmupCosineSchedule, build_optimizer
 from lib.utils.distributed import DistInfo, all_reduce_mean, barrier
-from lib.utils.io import atomic_torch_save
+from lib.utils.io import atomic_torch_save, remove_stale_temp_files
 from lib.utils.paths import RunPaths
+from lib.utils.precision import AUTOCAST_DTYPES
 
 logger = logging.getLogger("lorat.train")
 
 CHECKPOINT_FORMAT = "lorat-train-v1"
-AMP = {"fp16": torch.float16, "bf16": torch.bfloat16, "none": None}
+CORRUPT_SUFFIX = ".corrupt"  # an unreadable checkpoint is renamed aside to <name>.corrupt (see Trainer.restore)
 
 
 @dataclass
@@ -71,8 +76,8 @@ class Trainer:
         cuda = self.device.type == "cuda"
         # The same precision and compile paths on every device (CPU autocast and GradScaler exist too), so what runs
         # on the GPU is what the CPU tests exercise; the CPU-only demo configs choose fp32 and eager.
-        self.amp_dtype = AMP[cfg.train.amp]
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=AUTOCAST_DTYPES[cfg.train.amp] == torch.float16)
         # upstream's DDP settings; its static_graph cannot be combined with no_sync, which accumulation needs
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
                                             find_unused_parameters=False, gradient_as_bucket_view=True,
@@ -81,6 +86,7 @@ class Trainer:
         self.forward_model: nn.Module = self.model if self.ddp is None else self.ddp
         if cfg.train.compile:  # after DDP, so that its optimizer splits graphs at gradient-bucket boundaries
             self.forward_model = torch.compile(self.forward_model)
+        self.actor = build_actor(cfg.script, self.forward_model, self.device.type, cfg.train.amp)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.start_epoch = 0
         self.global_step = 0
@@ -96,8 +102,49 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "rng": rng}
 
-    def resume(self, path: Path) -> None:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    def restore(self) -> Path | None:
+        """Resume from the newest readable checkpoint of the run (None: nothing to resume, a fresh start).
+
+        First, rank 0 deletes the temporary files that a save killed mid-write left behind (logged). A checkpoint
+        that cannot be read (truncated or damaged after it was written, e.g. by a failing disk or a bad copy) is
+        reported by name and the one before it is tried; once a readable one is found, rank 0 renames each damaged
+        file to `<name>.corrupt`, kept for inspection and never picked again. If no checkpoint is readable, the
+        run stops with an error naming them all rather than silently training from scratch over lost work. A
+        readable checkpoint that does not belong to this run (other config or base weights) is always an error.
+        """
+        paths, main = self.run.paths, self.run.dist.is_main
+        if main:
+            removed = remove_stale_temp_files(paths.checkpoint_dir)
+            if removed:
+                logger.warning("removed %d temporary file(s) left by an interrupted save in %s: %s", len(removed),
+                               paths.checkpoint_dir, ", ".join(p.name for p in removed))
+        damaged: list[tuple[Path, str]] = []
+        chosen = None
+        for path in reversed(paths.checkpoints()):
+            try:
+                ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - any failure to read the file means "damaged"
+                damaged.append((path, f"{type(exc).__name__}: {exc}"))
+                logger.warning("checkpoint %s is unreadable (%s); trying the one before it", *damaged[-1])
+                continue
+            self.resume(path, ckpt)
+            chosen = path
+            break
+        if damaged and chosen is None:
+            listing = "; ".join(f"{p} ({why})" for p, why in damaged)
+            raise RuntimeError(f"no readable checkpoint in {paths.checkpoint_dir}: {listing}. Nothing was changed. "
+                               f"Restore a good copy, or move these files away to train this run from scratch.")
+        barrier()  # every rank has read its checkpoint before rank 0 renames the damaged ones
+        if main:
+            for path, _ in damaged:
+                aside = _free_name(path.with_name(path.name + CORRUPT_SUFFIX))
+                os.replace(path, aside)
+                logger.warning("resumed from %s instead of the unreadable %s, which is kept as %s", chosen.name,
+                               path.name, aside)
+        return chosen
+
+    def resume(self, path: Path, ckpt: dict) -> None:
+        """Load the training state `ckpt` (read from `path`) after checking that it belongs to this run."""
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a training checkpoint of this project (format {ckpt.get('format')!r})")
         saved_cfg = ExperimentConfig.from_dict(ckpt["config"], source=str(path))
@@ -124,9 +171,7 @@ class Trainer:
     def fit(self) -> Path | None:
         """Train to the configured number of epochs (resuming if possible); return the final export (rank 0)."""
         cfg, paths, main = self.run.cfg, self.run.paths, self.run.dist.is_main
-        latest = paths.latest_checkpoint()
-        if latest is not None:
-            self.resume(latest)
+        self.restore()
         if main:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(str(paths.tensorboard_dir))
@@ -151,12 +196,11 @@ class Trainer:
                           pin_memory=self.device.type == "cuda", drop_last=True)
 
     def _step_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            out = self.forward_model(batch["z"], batch["x"], batch["z_feat_mask"])
-        n_pos = global_num_positives(batch["num_positives"])
-        return lorat_loss(out["score_map"], out["boxes"], batch["search_boxes"], batch["positive_batch_idx"],
-                          batch["positive_map_idx"], n_pos)
+        missing = [k for k in self.actor.batch_keys if k not in batch]
+        if missing:
+            raise KeyError(f"the {type(self.actor).__name__} reads batch keys {missing} that the data pipeline "
+                           f"does not provide (it gives {sorted(batch)})")
+        return self.actor({k: batch[k].to(self.device, non_blocking=True) for k in self.actor.batch_keys})
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         cfg, accum = self.run.cfg, self.run.cfg.train.grad_accum_steps
@@ -241,3 +285,12 @@ class Trainer:
         export_inference_checkpoint(merged, cfg, paths.final_export(cfg.name))
         logger.info("exported %s", paths.final_export(cfg.name))
         return paths.final_export(cfg.name)
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `path` with -2, -3, ... appended if that name is taken (a damaged file is never overwritten)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate

@@ -34,8 +34,13 @@ class RunPaths:
     def official_export(self, config: str) -> Path:
         return self.checkpoint_dir / f"{config}_official.bin"
 
-    def latest_checkpoint(self) -> Path | None:
+    def checkpoints(self) -> list[Path]:
+        """The run's training checkpoints `checkpoint_epNNNN.pth`, oldest first."""
         if not self.checkpoint_dir.is_dir():
-            return None
-        found = sorted((int(m[1]), p) for p in self.checkpoint_dir.iterdir() if (m := CHECKPOINT_NAME.match(p.name)))
-        return found[-1][1] if found else None
+            return []
+        found = ((CHECKPOINT_NAME.match(p.name), p) for p in self.checkpoint_dir.iterdir())
+        return [p for _, p in sorted((int(m[1]), p) for m, p in found if m)]
+
+    def latest_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
