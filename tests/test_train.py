@@ -13,10 +13,12 @@ import torch
 from lib.config import apply_overrides, load_experiment
 from lib.models import build_model, load_checkpoint
 from lib.train import run_training
+from lib.train.actor import LoRATActor, build_actor
 from lib.train.admin.environment import env_settings
 from lib.train.loss import lorat_loss
 from lib.train.trainer import Trainer, TrainingRun
 from lib.utils.distributed import DistInfo
+from lib.utils.io import atomic_torch_save
 from lib.utils.paths import RunPaths
 from lib.utils.synthetic import SyntheticSpec, write_got10k
 
@@ -271,3 +273,84 @@ def test_compiled_training_step_matches_eager(tmp_path, env_file, monkeypatch):
     assert len(grads) == 2
     for key, g in grads[0].items():
         assert torch.allclose(grads[1][key], g, atol=1e-6, rtol=1e-3), key
+
+
+# ------------------------------------------------------------------------------------ resume from damaged folders
+def _saved_state(tmp_path: Path, env_file: Path, epoch: int, step: int, fill: float) -> Path:
+    """A training checkpoint of epoch `epoch` whose head weight is filled with `fill` (no training needed)."""
+    trainer = _trainer(tmp_path, env_file, ["train.epochs=2"])
+    trainer.run.paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        trainer.model.head.cls_mlp.layers[0].weight.fill_(fill)
+    trainer.global_step = step
+    atomic_torch_save(trainer.state(epoch), trainer.run.paths.checkpoint(epoch))
+    return trainer.run.paths.checkpoint(epoch)
+
+
+def _truncate(path: Path) -> bytes:
+    data = path.read_bytes()[: path.stat().st_size // 2]
+    path.write_bytes(data)
+    return data
+
+
+def test_truncated_newest_checkpoint_falls_back_to_the_previous_one_and_is_kept(tmp_path, env_file, caplog):
+    first = _saved_state(tmp_path, env_file, epoch=1, step=1, fill=0.25)
+    second = _saved_state(tmp_path, env_file, epoch=2, step=2, fill=0.5)
+    damaged = _truncate(second)
+    trainer = _trainer(tmp_path, env_file, ["train.epochs=2"])
+    with caplog.at_level("WARNING", logger="lorat.train"):
+        trainer.fit()  # resumes after epoch 1 and trains epoch 2 again
+    assert "checkpoint_ep0002.pth is unreadable" in caplog.text
+    assert "resumed from checkpoint_ep0001.pth instead of the unreadable checkpoint_ep0002.pth" in caplog.text
+    assert trainer.global_step == 2  # 1 from the checkpoint + 1 iteration of epoch 2
+    kept = second.with_name("checkpoint_ep0002.pth.corrupt")
+    assert kept.read_bytes() == damaged  # the damaged file is kept aside, not lost
+    redone = torch.load(second, weights_only=True)
+    assert (redone["epoch"], redone["global_step"]) == (2, 2)
+    assert torch.load(first, weights_only=True)["model"]["head.cls_mlp.layers.0.weight"].eq(0.25).all()
+    # the renamed file is never picked again; a second damage of the same epoch does not overwrite the first
+    _truncate(second)
+    again = _trainer(tmp_path, env_file, ["train.epochs=2"])
+    assert again.restore() == first and again.start_epoch == 1
+    assert kept.read_bytes() == damaged and second.with_name("checkpoint_ep0002.pth.corrupt-2").exists()
+    assert again.model.head.cls_mlp.layers[0].weight.eq(0.25).all()
+
+
+def test_no_readable_checkpoint_is_an_error_naming_each_file_and_changes_nothing(tmp_path, env_file):
+    first = _saved_state(tmp_path, env_file, epoch=1, step=1, fill=0.25)
+    first.write_bytes(b"not a checkpoint")
+    second = _saved_state(tmp_path, env_file, epoch=2, step=2, fill=0.5)
+    _truncate(second)
+    before = {p.name: p.read_bytes() for p in first.parent.iterdir()}
+    trainer = _trainer(tmp_path, env_file, ["train.epochs=2"])
+    with pytest.raises(RuntimeError, match=r"no readable checkpoint in .*checkpoint_ep0002\.pth \(.*\); .*"
+                                           r"checkpoint_ep0001\.pth \(.*move these files away"):
+        trainer.fit()
+    assert {p.name: p.read_bytes() for p in first.parent.iterdir()} == before
+
+
+def test_a_new_start_removes_temp_files_of_a_killed_save(tmp_path, env_file, caplog):
+    paths = RunPaths.for_run(tmp_path, "lorat", "demo")
+    paths.checkpoint_dir.mkdir(parents=True)
+    stale = [paths.checkpoint_dir / ".checkpoint_ep0001.pth.q1w2e3r_.tmp",
+             paths.checkpoint_dir / ".demo_final.pth.abc123xy.tmp"]
+    mine = [paths.checkpoint_dir / "notes.tmp", paths.checkpoint_dir / ".checkpoint_ep0001.pth.tmp"]
+    for p in stale + mine:
+        p.write_bytes(b"partial")
+    with caplog.at_level("WARNING", logger="lorat.train"):
+        _trainer(tmp_path, env_file, []).fit()
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in mine)
+    assert ("removed 2 temporary file(s) left by an interrupted save" in caplog.text
+            and ".checkpoint_ep0001.pth.q1w2e3r_.tmp" in caplog.text)
+    assert torch.load(paths.checkpoint(1), weights_only=True)["epoch"] == 1
+
+
+def test_the_experiment_script_selects_the_actor_and_its_batch_keys_are_checked(tmp_path, env_file):
+    trainer = _trainer(tmp_path, env_file, [])
+    assert isinstance(trainer.actor, LoRATActor) and trainer.actor.forward is trainer.forward_model
+    batch = _micro_batches(trainer)[0]
+    del batch["z_feat_mask"]
+    with pytest.raises(KeyError, match=r"LoRATActor reads batch keys \['z_feat_mask'\]"):
+        trainer._step_loss(batch)
+    with pytest.raises(ValueError, match="no training actor for experiment script 'lorat_v9'; known: lorat"):
+        build_actor("lorat_v9", trainer.forward_model, "cpu", "fp32")

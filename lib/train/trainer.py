@@ -124,7 +124,8 @@ class Trainer:
             try:
                 ckpt = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - any failure to read the file means "damaged"
-                damaged.append((path, f"{type(exc).__name__}: {exc}"))
+                first_line = next(iter(str(exc).splitlines()), "")  # torch's messages run over many lines
+                damaged.append((path, f"{type(exc).__name__}: {first_line}"))
                 logger.warning("checkpoint %s is unreadable (%s); trying the one before it", *damaged[-1])
                 continue
             self.resume(path, ckpt)
