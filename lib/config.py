@@ -3,15 +3,20 @@
 A YAML file may start with `inherit: [a.yaml, b.yaml]` (paths relative to the file); parents are merged left to
 right (dicts deep-merged, everything else replaced), then the file's own values. Every file is checked against
 the schema on its own, so a misspelled key is reported together with the file that contains it.
+
+Values that name something (a backbone, a precision, a LoRA init) are annotated `Annotated[str, OneOf(...)]` with
+the table that defines the names, so a typo fails when the YAML (or a `--set` override) is read, naming the key,
+the file and the allowed values, instead of deep inside model building.
 """
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Annotated, Any, Optional
 
 import yaml
 
@@ -24,21 +29,38 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class OneOf:
+    """Type marker: the value must be a key of the mapping at `"module:NAME"` (imported when a value is checked,
+    so this module does not import the model code)."""
+
+    table: str
+
+    def choices(self) -> tuple[str, ...]:
+        module, _, name = self.table.partition(":")
+        return tuple(getattr(importlib.import_module(module), name))
+
+
+Precision = Annotated[str, OneOf("lib.utils.precision:AUTOCAST_DTYPES")]  # fp32 (no autocast) | fp16 | bf16
+
+
+@dataclass(frozen=True)
 class LoRAConfig:
     r: int
     alpha: float
     dropout: float
     use_rslora: bool
-    init: str  # "bert" (A, B ~ trunc-normal 0.02, upstream default) | "lora" | "gaussian"
+    init: Annotated[str, OneOf("lib.models.lora:LORA_INITS")]  # "bert" (upstream default) | "lora" | "gaussian"
 
     @property
     def scaling(self) -> float:
-        return self.alpha / (self.r ** 0.5 if self.use_rslora else self.r)
+        from lib.models.lora import lora_scaling  # the one formula; lib.models imports this module
+
+        return lora_scaling(self.alpha, self.r, self.use_rslora)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str  # key of lib.models.backbone.VIT_SPECS
+    backbone: Annotated[str, OneOf("lib.models.backbone:VIT_SPECS")]
     drop_path: float
     template_size: int  # pixels, square
     search_size: int
@@ -91,7 +113,7 @@ class TrainConfig:
     min_lr: float
     layer_decay: Optional[float]  # full fine-tuning baseline only
     grad_clip: float
-    amp: str  # autocast dtype, on any device: "fp16" (with GradScaler) | "bf16" | "none"
+    amp: Precision  # on any device; fp16 adds a gradient scaler
     compile: bool
     save_every: int  # epochs
     val_every: int  # epochs; needs data.val
@@ -104,7 +126,7 @@ class TestConfig:
     search_area_factor: float
     window_penalty: float
     min_box_size: float
-    amp: str  # autocast dtype on GPU: "fp16" | "bf16" | "none"
+    amp: Precision  # on GPU
 
 
 @dataclass(frozen=True)
@@ -172,6 +194,13 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def _one_of(tp: Any) -> OneOf | None:
+    """The `OneOf` marker of an `Annotated[...]` hint, else None."""
+    if typing.get_origin(tp) is Annotated:
+        return next((m for m in tp.__metadata__ if isinstance(m, OneOf)), None)
+    return None
+
+
 def _dataclass_of(tp: Any) -> type | None:
     """The dataclass inside `tp` (also through Optional[...]), else None."""
     if dataclasses.is_dataclass(tp):
@@ -184,7 +213,7 @@ def _dataclass_of(tp: Any) -> type | None:
 
 
 def _check_keys(cls: type, raw: dict[str, Any], source: str, prefix: str, top_level: bool = False) -> None:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     allowed = {f.name for f in dataclasses.fields(cls)}
     if top_level:
         allowed -= {"script", "name"}
@@ -203,7 +232,7 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: '{prefix.rstrip('.') or '<top>'}' must be a mapping, got {raw!r}")
     _check_keys(cls, raw, source, prefix)
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     kwargs = {key: _convert(hints[key], value, source, f"{prefix}{key}") for key, value in raw.items()}
     try:
         return cls(**kwargs)
@@ -212,6 +241,13 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
 
 
 def _convert(tp: Any, value: Any, source: str, key: str) -> Any:
+    one_of = _one_of(tp)
+    if one_of is not None:
+        value = _convert(typing.get_args(tp)[0], value, source, key)
+        choices = one_of.choices()
+        if value not in choices:
+            raise ConfigError(f"{source}: '{key}' must be one of {', '.join(choices)}, got {value!r}")
+        return value
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

@@ -121,12 +121,12 @@ def test_official_release_into_training_and_inference_models(env, name, fmt):
     assert state["lora_alpha"].dtype == torch.int64 and state["use_rslora"].dtype == torch.bool
 
     training = env["builds"](training=True)
-    report = load_checkpoint(training, path)
+    report = load_checkpoint(training, path, backbone_weights=env["builds"].meta_path)
     assert len(report.loaded) == 157
     _assert_outputs(_run(training, env["inputs"]), env["source_out"])
 
     inference = env["builds"](training=False)
-    report = load_checkpoint(inference, path)
+    report = load_checkpoint(inference, path, backbone_weights=env["builds"].meta_path)
     assert report.lora_scaling == 1.0 and len(report.merged_lora) == S_DEPTH * 6
     assert not any(".lora" in k for k in inference.state_dict())
     _assert_outputs(_run(inference, env["inputs"]), env["source_out"], atol=1e-5)
@@ -137,7 +137,7 @@ def test_lora_alpha_in_file_sets_merge_scaling(env, alpha, rslora, scaling):
     path = _official_file(env, f"alpha{alpha}_{rslora}.bin", alpha=alpha, rslora=rslora)
     base = env["builds"](training=False)  # backbone weights from the Meta file, no adapters
     inference = env["builds"](training=False)
-    report = load_checkpoint(inference, path)
+    report = load_checkpoint(inference, path, backbone_weights=env["builds"].meta_path)
     assert report.lora_scaling == scaling  # alpha / r = 128 / 64, rsLoRA: alpha / sqrt(r) = 128 / 8
     src = env["source"].blocks[2]
     w_qkv = base.blocks[2].attn.qkv.weight
@@ -152,7 +152,7 @@ def test_lora_alpha_in_file_sets_merge_scaling(env, alpha, rslora, scaling):
     assert torch.equal(inference.blocks[2].attn.qkv.bias, base.blocks[2].attn.qkv.bias)  # biases untouched
     # The training build keeps the config's scaling (alpha = r) and ignores the file's alpha (upstream-lorat.md §8).
     training = env["builds"](training=True)
-    assert load_checkpoint(training, path).lora_scaling is None
+    assert load_checkpoint(training, path, backbone_weights=env["builds"].meta_path).lora_scaling is None
     _assert_outputs(_run(training, env["inputs"]), env["source_out"])
 
 
@@ -178,10 +178,10 @@ def test_save_official_checkpoint_round_trip(env):
     assert state["use_rslora"].dtype == torch.bool and not state["use_rslora"].item()
 
     training = env["builds"](training=True)
-    load_checkpoint(training, path)
+    load_checkpoint(training, path, backbone_weights=env["builds"].meta_path)
     _assert_outputs(_run(training, env["inputs"]), env["source_out"])
     inference = env["builds"](training=False)
-    load_checkpoint(inference, path)
+    load_checkpoint(inference, path, backbone_weights=env["builds"].meta_path)
     _assert_outputs(_run(inference, env["inputs"]), env["source_out"], atol=1e-5)
 
 
@@ -210,7 +210,8 @@ def test_full_merged_state_dict_into_fresh_inference_model(env, merged, layout):
         torch.save({"net": {f"module.{k}": v for k, v in state.items()}, "epoch": 300, "net_type": "LoRAT"}, path)
     model = env["builds"](training=False, backbone=False)  # random backbone: everything must come from the file
     report = load_checkpoint(model, path)
-    assert report.missing == []
+    assert set(report.sources) == set(model.state_dict()) and set(report.sources.values()) == {str(path)}
+    assert report.merged_lora == [] and report.initialised == [] and report.lora_scaling is None
     reference = _run(merged, env["inputs"])
     _assert_outputs(reference, env["source_out"], atol=1e-5)
     _assert_outputs(_run(model, env["inputs"]), reference)
@@ -322,7 +323,7 @@ def test_training_checkpoint_merges_with_the_alpha_of_its_config(env, tmp_path):
     torch.save({"format": CHECKPOINT_FORMAT, "epoch": 1, "config": cfg.to_dict(),
                 "model": trainable_state_dict(source)}, path)
     inference = env["builds"](training=False)
-    report = load_checkpoint(inference, path)
+    report = load_checkpoint(inference, path, backbone_weights=env["builds"].meta_path)
     assert report.lora_scaling == 0.5
     expected = _run(source, env["inputs"])
     _assert_outputs(_run(inference, env["inputs"]), expected, atol=1e-5)

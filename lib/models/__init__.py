@@ -3,7 +3,7 @@
 ```python
 cfg = load_experiment("lorat", "base_224")
 model = build_model(cfg, training=False, backbone_weights="pretrained/dinov2_vitb14_pretrain.pth")  # None: random
-load_checkpoint(model, path)
+load_checkpoint(model, path, backbone_weights="pretrained/dinov2_vitb14_pretrain.pth")  # the same file
 out = model(z, x, z_feat_mask)  # {'score_map': (B,Hx,Wx) logits, 'boxes': (B,Hx,Wx,4) normalised xyxy}
 ```
 """
@@ -16,7 +16,8 @@ from torch import nn
 from timm.layers import DropPath
 
 from lib.config import ExperimentConfig
-from lib.models.backbone import VIT_SPECS, create_vit, load_meta_dinov2, resolve_backbone_weights
+from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_meta_dinov2,
+                                 resolve_backbone_weights)
 from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
 from lib.models.lora import add_lora_, merge_lora_
 from lib.models.lorat import LoRAT
@@ -56,8 +57,7 @@ def _uniform_drop_path_(blocks: nn.ModuleList, rate: float) -> None:
 
 def default_backbone_weights(cfg: ExperimentConfig) -> Path | None:
     """`pretrained/<Meta file>` for DINOv2 backbones (whether or not it exists yet), None for demo backbones."""
-    spec = VIT_SPECS[cfg.model.backbone]
-    return Path(__file__).resolve().parents[2] / "pretrained" / spec.meta_file if spec.meta_file else None
+    return default_weights_path(cfg.model.backbone)
 
 
 def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights: str | Path | None = None) -> LoRAT:
@@ -65,7 +65,8 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
     trainable (or everything, for full fine-tuning configs). `training=False`: plain linears, eval mode, no grads.
 
     Random initialisations are drawn under a fixed seed (`train.seed`), as upstream does, so two builds with the
-    same config are identical.
+    same config are identical. Pass the same `backbone_weights` to `load_checkpoint`, which needs to know where the
+    backbone tensors that a checkpoint does not hold came from.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
@@ -74,7 +75,6 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
             load_meta_dinov2(vit, resolve_backbone_weights(cfg.model.backbone, backbone_weights))
         _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
         model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size)
-        model.pretrained_backbone = str(backbone_weights) if backbone_weights is not None else None
         if training and cfg.model.lora is not None:
             model.requires_grad_(False)
             add_lora_(model.blocks, cfg.model.lora)  # adapters are created trainable

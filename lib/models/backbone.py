@@ -8,7 +8,7 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[2] / "pretrained"
+from lib.utils.paths import PRETRAINED_DIR
 DINOV2_GRID = 37  # Meta's checkpoints are trained at 518 px: 37 x 37 patch positions (+1 CLS)
 
 
@@ -47,13 +47,18 @@ def create_vit(name: str, drop_path: float = 0.0) -> VisionTransformer:
                              drop_path_rate=drop_path, **dict(spec.overrides))
 
 
+def default_weights_path(name: str) -> Path | None:
+    """`pretrained/<Meta file>` for DINOv2 backbones (whether or not it exists yet), None for demo backbones."""
+    spec = VIT_SPECS[name]
+    return PRETRAINED_DIR / spec.meta_file if spec.meta_file else None
+
+
 def resolve_backbone_weights(name: str, path: str | Path | None) -> Path:
     """Where the Meta checkpoint for `name` is: `path` if given, else pretrained/<meta file>. Missing: clear error."""
     spec = VIT_SPECS[name]
+    path = path if path is not None else default_weights_path(name)
     if path is None:
-        if spec.meta_file is None:
-            raise ValueError(f"Backbone '{name}' has no published weights; pass an explicit file or None")
-        path = PRETRAINED_DIR / spec.meta_file
+        raise ValueError(f"Backbone '{name}' has no published weights; pass an explicit file or None")
     path = Path(path)
     if not path.is_file():
         hint = f"Download {spec.meta_url} and put it at {path}" if spec.meta_url else "Check the path"

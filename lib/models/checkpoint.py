@@ -1,47 +1,81 @@
 """Reading every LoRAT checkpoint layout into either the training (adapter) or the inference (merged) model.
 
-Accepted files (upstream-lorat.md §2.4-§2.6, pytracking-conventions.md §2):
+Accepted files:
 * official releases: trainable keys only (LoRA A/B per q/k/v/proj/fc1/fc2 or w12/w3, token_type_embed, head,
-  optional `lora_alpha`/`use_rslora`); safetensors even when the file ends in `.bin`, torch pickle otherwise;
+  optional `lora_alpha`/`use_rslora`); safetensors even when the file ends in `.bin`, torch pickle otherwise
+  (upstream trackit/LoRAT: trackit/models/__init__.py reads them; names from trackit/models/methods/LoRAT/lorat.py
+  and modules/lora/, https://github.com/LitingLin/LoRAT);
 * full merged state dicts (the unofficial pytracking port; plain or under `net`, possibly `module.`-prefixed);
 * this project's training checkpoints and inference exports (state dict under `model`).
 
-Everything is first brought to canonical names (timm's merged names, adapters as `<linear>.lora.A` /
-`attn.qkv.lora_{q,k,v}.A`), then copied into the model: adapters load into adapters, or are merged as
-`W += scaling * B @ A` (float32) when the model has plain linears.
+Everything is first brought to canonical names (timm's merged names, adapters named as lib/models/lora.py names
+them), then copied into the model: adapters load into adapters, or are merged with lora.py's `W += scaling * B @ A`
+(float32) when the model has plain linears. Loading is strict: every tensor of the model must come from the file,
+from the backbone file the caller names, or (adapters only) stay at their initialisation when the file has none.
 """
 from __future__ import annotations
 
 import pickle
 import re
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from lib.models.lora import (LORA_TARGETS, QKV_SLOTS, QKV_TARGET, adapter_name, lora_delta, lora_scaling,
+                             merged_weight)
+from lib.models.lorat import LoRAT
+
 REQUIRED_PREFIXES = ("token_type_embed", "head.")  # a tracker checkpoint always has these
-_LORA_KEY = re.compile(r"^(?P<module>blocks\.\d+\.(?:attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2))\.lora(?:_(?P<slot>[qkv]))?\.(?P<m>[AB])$")
-_OFFICIAL_RENAMES = (
-    (re.compile(r"\.attn\.qkv\.([qkv])\.lora\."), r".attn.qkv.lora_\1."),
-    (re.compile(r"\.mlp\.w12\."), ".mlp.fc1."),
-    (re.compile(r"\.mlp\.w3\."), ".mlp.fc2."),
-)
-_WRAPPED_LINEAR = re.compile(r"\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.linear\.")
-_SPLIT_QKV = re.compile(r"^(?P<prefix>blocks\.\d+\.attn\.qkv)\.(?P<slot>[qkv])\.(?:linear\.)?(?P<p>weight|bias)$")
+SWIGLU_NAMES = {"mlp.fc1": "mlp.w12", "mlp.fc2": "mlp.w3"}  # ViT-g's linears as upstream names them
+
+
+def _alternatives(names) -> str:
+    return "|".join(re.escape(n) for n in names)
+
+
+_TARGET, _SLOT = _alternatives(LORA_TARGETS), _alternatives(QKV_SLOTS)
+_QKV, _PLAIN_ADAPTER = re.escape(QKV_TARGET), re.escape(adapter_name(None))
+_SLOT_OF_ADAPTER = {adapter_name(None): None, **{adapter_name(slot): slot for slot in QKV_SLOTS}}
+# A canonical adapter key: blocks.<i>.<target>.<adapter name>.<A|B>.
+_LORA_KEY = re.compile(rf"^(?P<module>blocks\.\d+\.(?:{_TARGET}))\.(?P<adapter>{_alternatives(_SLOT_OF_ADAPTER)})"
+                       rf"\.(?P<m>[AB])$")
+# Upstream nests q/k/v adapters under their slot (`attn.qkv.q.lora.A`); this project names them by adapter_name.
+_OFFICIAL_QKV_ADAPTER = re.compile(rf"\.{_QKV}\.(?P<slot>{_SLOT})\.{_PLAIN_ADAPTER}\.")
+_QKV_ADAPTER = re.compile(rf"\.{_QKV}\.(?P<adapter>{_alternatives(adapter_name(s) for s in QKV_SLOTS)})\.")
+_WRAPPED_LINEAR = re.compile(rf"\.({_TARGET})\.linear\.")
+_SPLIT_QKV = re.compile(rf"^(?P<prefix>blocks\.\d+\.{_QKV})\.(?P<slot>{_SLOT})\.(?:linear\.)?(?P<p>weight|bias)$")
 
 
 class CheckpointError(ValueError):
     """The checkpoint does not fit the model (unknown keys, shape mismatches, missing parts)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoadReport:
+    """What `load_checkpoint` did. `sources` maps every model key that was filled to the file it came from (the
+    checkpoint, or the backbone file for the backbone tensors the checkpoint left to it); merged weights keep the
+    source of their base weight and are listed in `merged_lora`."""
+
     path: str
-    loaded: list[str] = field(default_factory=list)
-    merged_lora: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)  # model keys the file did not provide (kept as they were)
-    lora_scaling: float | None = None
+    sources: dict[str, str]
+    loaded: list[str]  # checkpoint keys (canonical names) copied into the model
+    merged_lora: list[str]  # `<module>` or `<module>.<slot>` whose LoRA update was merged into the weight
+    initialised: list[str]  # adapter keys the file had none of: they keep build_model's initialisation
+    lora_scaling: float | None = None  # the merge factor, None when nothing was merged
+
+    def summary(self) -> str:
+        """One line for logs: how many tensors came from which file, and what was merged or left initialised."""
+        counts = Counter(self.sources.values())
+        parts = [f"{counts.pop(self.path, 0)} tensors from {self.path}"]
+        parts += [f"{n} from backbone {source}" for source, n in counts.items()]
+        if self.merged_lora:
+            parts.append(f"{len(self.merged_lora)} LoRA updates merged (scaling {self.lora_scaling:g})")
+        if self.initialised:
+            parts.append(f"{len(self.initialised)} adapter tensors at their initialisation (none in the file)")
+        return "loaded " + "; ".join(parts)
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, object]]:
@@ -95,9 +129,19 @@ def _read_file(path: Path) -> object:
 
 def canonical_key(key: str) -> str:
     """Official/port/training names -> this project's canonical names (timm merged names + adapter names)."""
-    for pattern, replacement in _OFFICIAL_RENAMES:
-        key = pattern.sub(replacement, key)
+    key = _OFFICIAL_QKV_ADAPTER.sub(lambda m: f".{QKV_TARGET}.{adapter_name(m['slot'])}.", key)
+    for ours, upstream in SWIGLU_NAMES.items():
+        key = key.replace(f".{upstream}.", f".{ours}.")
     return _WRAPPED_LINEAR.sub(r".\1.", key)
+
+
+def official_key(key: str, swiglu: bool) -> str:
+    """This project's training names -> the official release names (q/k/v adapters nested, ViT-g's w12/w3)."""
+    key = _QKV_ADAPTER.sub(lambda m: f".{QKV_TARGET}.{_SLOT_OF_ADAPTER[m['adapter']]}.{adapter_name(None)}.", key)
+    if swiglu:
+        for ours, upstream in SWIGLU_NAMES.items():
+            key = key.replace(f".{ours}.", f".{upstream}.")
+    return key
 
 
 def _canonical_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -111,29 +155,62 @@ def _canonical_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         else:
             out[key] = value
     for (prefix, param), parts in split.items():
-        if set(parts) != {"q", "k", "v"}:
+        if set(parts) != set(QKV_SLOTS):
             raise CheckpointError(f"{prefix}: split q/k/v {param} incomplete, has only {sorted(parts)}")
-        out[f"{prefix}.{param}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+        out[f"{prefix}.{param}"] = torch.cat([parts[slot] for slot in QKV_SLOTS])
     return out
 
 
-def _lora_scaling(extras: dict[str, object], lora: dict[str, torch.Tensor]) -> float:
-    """Upstream's merge: alpha / r (or / sqrt(r) with rsLoRA) when the file records alpha, else 1.0."""
+def _file_scaling(extras: dict[str, object], lora: dict[str, torch.Tensor]) -> float:
+    """Upstream's merge factor: from the `lora_alpha` (and `use_rslora`) the file records, else 1.0."""
     if "lora_alpha" not in extras or not lora:
         return 1.0
     rank = next(v for k, v in lora.items() if k.endswith(".A")).shape[0]
-    return float(extras["lora_alpha"]) / (rank ** 0.5 if extras.get("use_rslora") else rank)
+    return lora_scaling(float(extras["lora_alpha"]), rank, bool(extras.get("use_rslora")))
 
 
-def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load `path` into `model` (built by `build_model`) in place; raise `CheckpointError` on any mismatch."""
+def _natural(key: str) -> list[object]:
+    """Sort key that puts blocks.2 before blocks.10."""
+    return [int(part) if part.isdigit() else part for part in key.split(".")]
+
+
+def describe_keys(keys: set[str] | list[str], shown: int = 4) -> str:
+    """Keys grouped by block (or top-level member), sorted, with at most `shown` names per group."""
+    groups: dict[str, list[str]] = {}
+    for key in sorted(keys, key=_natural):
+        parts = key.split(".")
+        groups.setdefault(".".join(parts[:2]) if parts[0] == "blocks" else parts[0], []).append(key)
+    described = []
+    for group, members in groups.items():
+        if members == [group]:
+            described.append(group)
+            continue
+        names = [m.removeprefix(f"{group}.") for m in members]
+        more = f", ... ({len(names)} keys)" if len(names) > shown else ""
+        described.append(f"{group}.{{{', '.join(names[:shown])}{more}}}")
+    return f"{len(keys)} keys: " + "; ".join(described)
+
+
+def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path | None = None) -> LoadReport:
+    """Load `path` into `model` (built by `build_model`) in place; raise `CheckpointError` on any mismatch.
+
+    Every tensor of the model must be filled. A key the checkpoint does not hold is accepted only
+    * for the backbone's own tensors (`LoRAT.backbone_state_keys`), when `backbone_weights` names the file they
+      came from: the Meta DINOv2 file given to `build_model(..., backbone_weights=...)`, or a full checkpoint
+      loaded into this model before. Two phases, e.g. a full stage-1 file and then a LoRA-only stage-2 file:
+      `load_checkpoint(model, stage1)`, then `load_checkpoint(model, stage2, backbone_weights=stage1)`;
+    * for the adapters of a training model, when the file holds no adapter at all (a full or merged base to
+      fine-tune): they keep their initialisation and are listed in `LoadReport.initialised`.
+    Anything else missing is an error listing the keys.
+    """
     state, extras = read_state_dict(path)
     state = _canonical_state(state)
     lora = {k: v for k, v in state.items() if _LORA_KEY.match(k)}
     plain = {k: v for k, v in state.items() if k not in lora}
     target = model.state_dict()
     by_canonical = {canonical_key(k): k for k in target}
-    has_adapters = any(k in target for k in lora) or any(".lora" in k for k in target)
+    model_adapters = {k for k in target if _LORA_KEY.match(k)}
+    has_adapters = bool(model_adapters)
 
     unknown = [k for k in plain if k not in by_canonical]
     if has_adapters:
@@ -142,7 +219,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
         unknown += [k for k in lora if f"{_LORA_KEY.match(k)['module']}.weight" not in by_canonical]
     if unknown:
         raise CheckpointError(f"{path}: keys the model does not have (wrong variant or not a LoRAT checkpoint): "
-                              f"{sorted(unknown)}")
+                              f"{sorted(unknown, key=_natural)}")
     shapes = {**{k: tuple(target[by_canonical[k]].shape) for k in plain},
               **({k: tuple(target[k].shape) for k in lora} if has_adapters else {})}
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {s}" for k, s in shapes.items() if tuple(state[k].shape) != s]
@@ -152,56 +229,57 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> LoadReport:
     if absent:
         raise CheckpointError(f"{path}: no {' / '.join(absent)} weights: this is not a LoRAT tracker checkpoint "
                               f"(backbone weights go to build_model(..., backbone_weights=...))")
-    base_in_file = any(k.startswith("blocks.") for k in plain)
-    if not base_in_file and getattr(model, "pretrained_backbone", None) is None:
+    if not any(k.startswith("blocks.") for k in plain) and backbone_weights is None:
         raise CheckpointError(f"{path} holds only the trained LoRA/head weights; the frozen backbone must come from "
                               f"the pretrained DINOv2 file: build the model with backbone_weights=... "
-                              f"(e.g. pretrained/dinov2_vitb14_pretrain.pth)")
+                              f"(e.g. pretrained/dinov2_vitb14_pretrain.pth) and pass the same file to "
+                              f"load_checkpoint(..., backbone_weights=...)")
 
-    report = LoadReport(str(path))
+    from_file = {by_canonical[k] for k in plain} | (set(lora) if has_adapters else set())
+    initialised = sorted(model_adapters, key=_natural) if has_adapters and not lora else []
+    from_backbone = (model.backbone_state_keys() - from_file) if backbone_weights is not None else set()
+    missing = set(target) - from_file - from_backbone - set(initialised)
+    if missing:
+        hint = "" if backbone_weights is not None else \
+            " (if the backbone comes from a pretrained file, pass it as backbone_weights=...)"
+        raise CheckpointError(f"{path} does not hold every tensor of the model; missing {describe_keys(missing)}"
+                              f"{hint}")
+
+    scaling = None if has_adapters or not lora else _file_scaling(extras, lora)
     with torch.no_grad():
         for key, value in plain.items():
             target[by_canonical[key]].copy_(value)
-            report.loaded.append(key)
         if has_adapters:
             for key, value in lora.items():
                 target[key].copy_(value)
-                report.loaded.append(key)
-        else:
-            report.lora_scaling = _lora_scaling(extras, lora)
-            _merge_into(target, by_canonical, lora, report)
-    if base_in_file:  # the frozen weights now come from this file: later LoRA-only files may merge onto them
-        model.pretrained_backbone = str(path)
-    provided = {by_canonical[k] for k in plain} | (set(lora) if has_adapters else set())
-    report.missing = sorted(k for k in target if k not in provided)
-    return report
+        merged = [] if has_adapters else _merge_into(target, by_canonical, lora, scaling, path)
+    sources = {**{k: str(backbone_weights) for k in from_backbone}, **{k: str(path) for k in from_file}}
+    return LoadReport(str(path), dict(sorted(sources.items(), key=lambda kv: _natural(kv[0]))),
+                      loaded=list(plain) + (list(lora) if has_adapters else []), merged_lora=merged,
+                      initialised=initialised, lora_scaling=scaling)
 
 
 def _merge_into(target: dict[str, torch.Tensor], by_canonical: dict[str, str], lora: dict[str, torch.Tensor],
-                report: LoadReport) -> None:
+                scaling: float | None, path: str | Path) -> list[str]:
+    """Merge each A/B pair into its (slice of the) plain weight; returns the merged `<module>[.<slot>]` names."""
     pairs: dict[tuple[str, str | None], dict[str, torch.Tensor]] = {}
     for key, value in lora.items():
         m = _LORA_KEY.match(key)
-        pairs.setdefault((m["module"], m["slot"]), {})[m["m"]] = value
-    for (module, slot), ab in sorted(pairs.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        pairs.setdefault((m["module"], _SLOT_OF_ADAPTER[m["adapter"]]), {})[m["m"]] = value
+    merged = []
+    for (module, slot), ab in sorted(pairs.items(), key=lambda kv: (_natural(kv[0][0]), kv[0][1] or "")):
         if set(ab) != {"A", "B"}:
-            raise CheckpointError(f"{module}: LoRA pair incomplete (has only {sorted(ab)})")
+            raise CheckpointError(f"{path}: {module}: LoRA pair incomplete (has only {sorted(ab)})")
         weight = target[by_canonical[f"{module}.weight"]]
-        rows = weight.shape[0] // 3
-        view = weight["qkv".index(slot) * rows:("qkv".index(slot) + 1) * rows] if slot else weight
-        delta = report.lora_scaling * (ab["B"].float() @ ab["A"].float())
-        if delta.shape != view.shape:
-            raise CheckpointError(f"{module}: LoRA update {tuple(delta.shape)} does not fit weight {tuple(view.shape)}")
-        view.copy_((view.float() + delta).to(view.dtype))
-        report.merged_lora.append(f"{module}{'.' + slot if slot else ''}")
-
-
-def official_key(key: str, swiglu: bool) -> str:
-    """This project's training names -> the official release names (q/k/v adapters nested, ViT-g's w12/w3)."""
-    key = re.sub(r"\.attn\.qkv\.lora_([qkv])\.", r".attn.qkv.\1.lora.", key)
-    if swiglu:
-        key = key.replace(".mlp.fc1.", ".mlp.w12.").replace(".mlp.fc2.", ".mlp.w3.")
-    return key
+        if slot is not None:  # the slot's rows of the fused [q; k; v] weight
+            rows = weight.shape[0] // len(QKV_SLOTS)
+            weight = weight[QKV_SLOTS.index(slot) * rows:(QKV_SLOTS.index(slot) + 1) * rows]
+        try:
+            weight.copy_(merged_weight(weight, lora_delta(ab["A"], ab["B"], scaling)))
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {module}: {e}") from e
+        merged.append(f"{module}{'.' + slot if slot else ''}")
+    return merged
 
 
 def save_official_checkpoint(model: nn.Module, path: str | Path, lora_alpha: float, use_rslora: bool,

@@ -1,4 +1,4 @@
-"""LoRAT's MLP-only anchor-free head (upstream-lorat.md §1.6)."""
+"""LoRAT's MLP-only anchor-free head (upstream trackit/LoRAT: trackit/models/methods/LoRAT/modules/head/mlp.py)."""
 from __future__ import annotations
 
 import torch

@@ -1,13 +1,19 @@
-"""LoRA adapters for the frozen linear layers of ViT blocks (upstream-lorat.md §2).
+"""LoRA adapters for the frozen linear layers of ViT blocks: the one home of LoRA's maths and names.
 
-Training models wrap each block linear: `attn.qkv` keeps its fused frozen weight and gets three adapters
-(`lora_q`, `lora_k`, `lora_v`, one per output slice, as upstream's split q/k/v LoRA), `attn.proj`, `mlp.fc1` and
-`mlp.fc2` get one adapter each. `merge_lora_` turns a wrapped model back into plain `nn.Linear` layers with
-`W' = W + scaling * B @ A`, so the inference model has no adapter overhead.
+Training models wrap each block linear (`LORA_TARGETS`): `attn.qkv` keeps its fused frozen weight and gets three
+adapters (`lora_q`, `lora_k`, `lora_v`, one per output slice, as upstream's split q/k/v LoRA), `attn.proj`,
+`mlp.fc1` and `mlp.fc2` get one adapter (`lora`) each. `merge_lora_` turns a wrapped model back into plain
+`nn.Linear` layers with `W' = W + scaling * B @ A`, so the inference model has no adapter overhead. The checkpoint
+reader (lib/models/checkpoint.py) builds its key patterns and its merge from the names and functions here.
+
+Upstream: trackit/models/methods/LoRAT/modules/lora/__init__.py (layer, scaling, init) and .../lora/merge.py
+(merge in float32) in https://github.com/LitingLin/LoRAT.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
@@ -16,7 +22,53 @@ from timm.layers import trunc_normal_
 
 from lib.config import LoRAConfig
 
-LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")
+LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # block linears that get adapters (also ViT-g's)
+QKV_TARGET = "attn.qkv"  # the fused linear whose output rows are [q; k; v], one adapter per slot
+QKV_SLOTS = ("q", "k", "v")
+
+
+def adapter_name(slot: str | None) -> str:
+    """The attribute holding an adapter inside a wrapped linear: `lora`, or `lora_<slot>` for a q/k/v slot."""
+    return "lora" if slot is None else f"lora_{slot}"
+
+
+def lora_scaling(alpha: float, r: int, use_rslora: bool) -> float:
+    """The factor applied to `B @ A`: alpha / r, or alpha / sqrt(r) with rsLoRA."""
+    return alpha / (math.sqrt(r) if use_rslora else r)
+
+
+def lora_delta(A: torch.Tensor, B: torch.Tensor, scaling: float) -> torch.Tensor:
+    """`scaling * B @ A` in float32: the amount merged into the frozen weight."""
+    return (B.float() @ A.float()) * scaling
+
+
+def merged_weight(weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+    """`(W.float() + delta)` cast back to W's dtype: upstream merges in float32 whatever the weight dtype."""
+    if delta.shape != weight.shape:
+        raise ValueError(f"LoRA update {tuple(delta.shape)} does not fit weight {tuple(weight.shape)}")
+    return (weight.float() + delta).to(weight.dtype)
+
+
+def _init_bert(adapter: "LoRA") -> None:
+    """Upstream's default: both matrices truncated normal, std 0.02 (B is not zero)."""
+    trunc_normal_(adapter.A, std=0.02)
+    trunc_normal_(adapter.B, std=0.02)
+
+
+def _init_lora(adapter: "LoRA") -> None:
+    """The LoRA paper's init: A Kaiming-uniform, B zero."""
+    nn.init.kaiming_uniform_(adapter.A, a=math.sqrt(5))
+    nn.init.zeros_(adapter.B)
+
+
+def _init_gaussian(adapter: "LoRA") -> None:
+    nn.init.normal_(adapter.A, std=1.0 / adapter.A.shape[0])
+    nn.init.zeros_(adapter.B)
+
+
+# `model.lora.init` names (checked when a config loads).
+LORA_INITS: Mapping[str, Callable[["LoRA"], None]] = MappingProxyType(
+    {"bert": _init_bert, "lora": _init_lora, "gaussian": _init_gaussian})
 
 
 class LoRA(nn.Module):
@@ -31,24 +83,16 @@ class LoRA(nn.Module):
         self.reset_parameters(cfg.init)
 
     def reset_parameters(self, init: str) -> None:
-        if init == "bert":  # upstream default: both matrices truncated normal, std 0.02 (B is not zero)
-            trunc_normal_(self.A, std=0.02)
-            trunc_normal_(self.B, std=0.02)
-        elif init == "lora":  # the LoRA paper's init
-            nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
-            nn.init.zeros_(self.B)
-        elif init == "gaussian":
-            nn.init.normal_(self.A, std=1.0 / self.A.shape[0])
-            nn.init.zeros_(self.B)
-        else:
-            raise ValueError(f"Unknown LoRA init '{init}' (bert | lora | gaussian)")
+        if init not in LORA_INITS:
+            raise ValueError(f"Unknown LoRA init '{init}' ({' | '.join(LORA_INITS)})")
+        LORA_INITS[init](self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(self.dropout(x), self.A), self.B) * self.scaling
 
     def delta_weight(self) -> torch.Tensor:
         """`scaling * B @ A` in float32, the amount merged into the frozen weight."""
-        return (self.B.float() @ self.A.float()) * self.scaling
+        return lora_delta(self.A, self.B, self.scaling)
 
 
 class LoRALinear(nn.Module):
@@ -57,7 +101,7 @@ class LoRALinear(nn.Module):
     def __init__(self, linear: nn.Linear, cfg: LoRAConfig) -> None:
         super().__init__()
         self.linear = linear
-        self.lora = LoRA(linear.in_features, linear.out_features, cfg)
+        self.lora = LoRA(linear.in_features, linear.out_features, cfg)  # attribute: adapter_name(None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear(x) + self.lora(x)
@@ -73,13 +117,12 @@ class LoRAQKV(nn.Module):
         super().__init__()
         dim = linear.out_features // 3
         self.linear = linear
-        self.lora_q = LoRA(linear.in_features, dim, cfg)
-        self.lora_k = LoRA(linear.in_features, dim, cfg)
-        self.lora_v = LoRA(linear.in_features, dim, cfg)
+        for slot in QKV_SLOTS:  # lora_q, lora_k, lora_v
+            setattr(self, adapter_name(slot), LoRA(linear.in_features, dim, cfg))
         self.shared_input = cfg.dropout == 0  # all three adapters see the same x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        adapters = (self.lora_q, self.lora_k, self.lora_v)
+        adapters = self.adapters()
         if self.shared_input:
             # One (3r x in) product instead of three: besides one GEMM, autograd keeps a single copy of x for the
             # A gradients, where three calls under autocast would each save their own low-precision cast of x.
@@ -87,10 +130,14 @@ class LoRAQKV(nn.Module):
         else:  # independent dropout masks, as three separate adapters have
             hidden = [F.linear(a.dropout(x), a.A) for a in adapters]
         delta = torch.cat([F.linear(h, a.B) for h, a in zip(hidden, adapters)], dim=-1)
-        return self.linear(x) + delta * self.lora_q.scaling
+        return self.linear(x) + delta * adapters[0].scaling
+
+    def adapters(self) -> tuple[LoRA, ...]:
+        """The q, k and v adapters, in the row order of the fused weight."""
+        return tuple(getattr(self, adapter_name(slot)) for slot in QKV_SLOTS)
 
     def merged(self) -> nn.Linear:
-        delta = torch.cat([self.lora_q.delta_weight(), self.lora_k.delta_weight(), self.lora_v.delta_weight()])
+        delta = torch.cat([adapter.delta_weight() for adapter in self.adapters()])
         return _merged_linear(self.linear, delta)
 
 
@@ -98,7 +145,7 @@ def _merged_linear(linear: nn.Linear, delta: torch.Tensor) -> nn.Linear:
     """A new plain linear with weight `(W.float() + delta).to(W.dtype)` (upstream's merge, in float32)."""
     out = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None,
                     device=linear.weight.device, dtype=linear.weight.dtype)
-    out.weight.data.copy_((linear.weight.data.float() + delta).to(linear.weight.dtype))
+    out.weight.data.copy_(merged_weight(linear.weight.data, delta))
     if linear.bias is not None:
         out.bias.data.copy_(linear.bias.data)
     out.requires_grad_(linear.weight.requires_grad)
@@ -123,7 +170,7 @@ def add_lora_(blocks: nn.ModuleList, cfg: LoRAConfig) -> None:
             linear = _get(block, target)
             if not isinstance(linear, nn.Linear):
                 raise TypeError(f"Expected nn.Linear at '{target}', found {type(linear).__name__}")
-            _set(block, target, (LoRAQKV if target == "attn.qkv" else LoRALinear)(linear, cfg))
+            _set(block, target, (LoRAQKV if target == QKV_TARGET else LoRALinear)(linear, cfg))
 
 
 def merge_lora_(model: nn.Module) -> None:

@@ -1,4 +1,5 @@
-"""The LoRAT one-stream tracker network (upstream-lorat.md §1.3-§1.5)."""
+"""The LoRAT one-stream tracker network (upstream trackit/LoRAT: trackit/models/methods/LoRAT/lorat.py,
+https://github.com/LitingLin/LoRAT)."""
 from __future__ import annotations
 
 import torch
@@ -8,6 +9,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 
 from lib.models.head import MlpAnchorFreeHead
+from lib.models.lora import LoRA
 
 TEMPLATE_BACKGROUND, TEMPLATE_FOREGROUND, SEARCH = 0, 1, 2
 
@@ -30,6 +32,10 @@ class LoRAT(nn.Module):
     """Template and search tokens share one position embedding (the template takes its top-left sub-grid) and
     carry token-type embeddings; all tokens go through the ViT blocks jointly; the head reads search tokens."""
 
+    # The members that `__init__` takes from the pretrained ViT (`pos_embed` resized from it); the token-type
+    # embedding, the head and any LoRA adapters are LoRAT's own.
+    BACKBONE_PARTS = ("patch_embed", "pos_embed", "blocks", "norm")
+
     def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int) -> None:
         super().__init__()
         if template_feat_size > search_feat_size:
@@ -46,6 +52,13 @@ class LoRAT(nn.Module):
         self.blocks = vit.blocks
         self.norm = vit.norm
         self.head = MlpAnchorFreeHead(self.embed_dim, search_feat_size)
+
+    def backbone_state_keys(self) -> set[str]:
+        """The `state_dict()` keys whose values come from the pretrained backbone file (`BACKBONE_PARTS` without
+        the adapters inside the blocks), i.e. what a checkpoint may leave to that file."""
+        adapters = tuple(f"{name}." for name, module in self.named_modules() if isinstance(module, LoRA))
+        return {key for key in self.state_dict()
+                if key.split(".", 1)[0] in self.BACKBONE_PARTS and not key.startswith(adapters)}
 
     def template_pos_embed(self) -> torch.Tensor:
         """The top-left `Hz x Wz` slice of the search grid's embedding, flattened row-major."""

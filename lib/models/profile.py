@@ -1,4 +1,5 @@
-"""Parameter counts, MACs and forward latency, as reported by `tracking/profile_model.py` (upstream-lorat.md §6)."""
+"""Parameter counts, MACs and forward latency, as reported by `tracking/profile_model.py` (upstream trackit/LoRAT:
+model_profile.py and trackit/models/utils/profiling/)."""
 from __future__ import annotations
 
 import time
@@ -9,8 +10,7 @@ from torch import nn
 from timm.models.vision_transformer import Attention
 
 from lib.config import ExperimentConfig
-
-AMP_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+from lib.utils.precision import autocast
 
 
 @dataclass(frozen=True)
@@ -66,14 +66,13 @@ class Latency:
     fps: float  # frames (batch items) per second
 
 
-def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], dtype: str = "fp32",
+def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], precision: str = "fp32",
                     warmup: int = 10, runs: int = 100) -> Latency:
-    """Forward time under `torch.inference_mode` (and autocast for fp16/bf16): CUDA events on GPU, wall clock
-    on CPU."""
+    """Forward time under `torch.inference_mode` (and autocast for fp16/bf16, see lib.utils.precision): CUDA events
+    on GPU, wall clock on CPU."""
     device = inputs[0].device
-    amp = AMP_DTYPES[dtype]
     times: list[float] = []
-    with torch.inference_mode(), torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+    with torch.inference_mode(), autocast(device.type, precision):
         for i in range(warmup + runs):
             if device.type == "cuda":
                 start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
