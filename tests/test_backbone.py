@@ -1,7 +1,8 @@
-"""Loading Meta's DINOv2 torch-hub checkpoints (upstream-lorat.md §1.1-§1.4) from files in the exact Meta layout.
+"""Loading Meta's DINOv2 torch-hub checkpoints (as upstream trackit/LoRAT does in
+trackit/models/backbone/dinov2/builder.py) from files in the exact Meta layout.
 
-The key layout is written by hand from upstream-lorat.md §1.2 (not taken from timm), filled with random values,
-so every check below compares the model against numbers the test itself put into the file.
+The key layout is written by hand from the facebookresearch/dinov2 torch-hub model (not taken from timm), filled
+with random values, so every check below compares the model against numbers the test itself put into the file.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from lib.models import build_model, default_backbone_weights
 from lib.models import backbone as backbone_module
 from lib.models.backbone import load_meta_dinov2
 
-S_DIM, S_DEPTH, S_HIDDEN = 384, 12, 1536  # ViT-S/14 (upstream-lorat.md §1.1)
+S_DIM, S_DEPTH, S_HIDDEN = 384, 12, 1536  # ViT-S/14 (upstream trackit/models/backbone/dinov2/model.py: vit_small)
 G_DIM, G_HIDDEN = 1536, 4096  # ViT-g/14 SwiGLU: hidden = (int(4D*2/3) + 7) // 8 * 8
 META_GRID = 37  # 518 px / 14
 
@@ -65,7 +66,8 @@ def write_small_meta_checkpoint(folder: Path) -> tuple[Path, dict[str, torch.Ten
 
 
 def hand_pos_embed(file_pos: torch.Tensor, feat: int) -> torch.Tensor:
-    """upstream-lorat.md §1.4: drop CLS, 37x37 grid, bicubic to an explicit size, align_corners=False, no AA."""
+    """As upstream LoRAT builds it (lorat.py with interpolate_offset 0): drop CLS, 37x37 grid, bicubic to an
+    explicit size, align_corners=False, no antialiasing."""
     grid = file_pos[0, 1:].reshape(META_GRID, META_GRID, -1).permute(2, 0, 1)[None]
     resized = F.interpolate(grid, size=(feat, feat), mode="bicubic", align_corners=False, antialias=False)
     return resized[0].permute(1, 2, 0).reshape(1, feat * feat, -1)

@@ -1,5 +1,6 @@
-"""Every checkpoint layout LoRAT users meet (upstream-lorat.md §2.4-§2.6, pytracking-conventions.md §2), loaded
-into training (adapter) and inference (merged) models; fixtures are written by the tests in the real formats."""
+"""Every checkpoint layout LoRAT users meet (the official releases as upstream trackit/LoRAT reads them in
+trackit/models/__init__.py, the pytracking port's state dicts, this project's files), loaded strictly into training
+(adapter) and inference (merged) models; fixtures are written by the tests in the real formats."""
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,8 @@ def _assert_outputs(a, b, atol: float = 0.0) -> None:
 
 
 def official_trainable_state(model) -> dict[str, torch.Tensor]:
-    """The trainable keys under the official release names (upstream-lorat.md §2.5), built module by module."""
+    """The trainable keys under the official release names (upstream trackit/LoRAT: the
+    q/k/v adapters of trackit/models/methods/LoRAT/modules/lora/ nested under their slot), built module by module."""
     state = {"token_type_embed": model.token_type_embed.detach().clone()}
     for key in HEAD_KEYS:
         module = model.head.get_submodule(key.removeprefix("head.").rsplit(".", 1)[0])
@@ -150,7 +152,8 @@ def test_lora_alpha_in_file_sets_merge_scaling(env, alpha, rslora, scaling):
     torch.testing.assert_close(inference.blocks[2].mlp.fc2.weight,
                                base.blocks[2].mlp.fc2.weight + scaling * fc2.B @ fc2.A, atol=1e-5, rtol=0)
     assert torch.equal(inference.blocks[2].attn.qkv.bias, base.blocks[2].attn.qkv.bias)  # biases untouched
-    # The training build keeps the config's scaling (alpha = r) and ignores the file's alpha (upstream-lorat.md §8).
+    # The training build keeps the config's scaling (alpha = r) and ignores the file's alpha, as upstream's
+    # training model does (its LoRA layers fix their scaling when they are built).
     training = env["builds"](training=True)
     assert load_checkpoint(training, path, backbone_weights=env["builds"].meta_path).lora_scaling is None
     _assert_outputs(_run(training, env["inputs"]), env["source_out"])
@@ -234,7 +237,11 @@ def test_full_merged_state_dict_into_training_model(env, merged):
     path = env["folder"] / "port_for_training.pth"
     torch.save(merged.state_dict(), path)
     model = env["builds"](training=True, backbone=False)
-    load_checkpoint(model, path)
+    fresh_adapter = model.blocks[3].mlp.fc1.lora.A.clone()
+    report = load_checkpoint(model, path)
+    # The file has no adapters at all: the new adapters (12 blocks x 6 adapters x A, B) keep their initialisation.
+    assert len(report.initialised) == S_DEPTH * 12 and "blocks.3.mlp.fc1.lora.A" in report.initialised
+    assert torch.equal(model.blocks[3].mlp.fc1.lora.A, fresh_adapter)
     for i in (0, 11):
         src, dst = merged.blocks[i], model.blocks[i]
         assert torch.equal(dst.attn.qkv.linear.weight, src.attn.qkv.weight)
@@ -256,6 +263,67 @@ def test_export_round_trip_carries_config(env, merged):
     _assert_outputs(_run(model, env["inputs"]), _run(merged, env["inputs"]))
     with pytest.raises(ValueError, match="Merge the adapters"):
         export_inference_checkpoint(env["source"], env["cfg"], env["folder"] / "unmerged.pth")
+
+
+# ViT-S backbone tensors per block: norm1, norm2 (w, b), qkv, proj, fc1, fc2 (w, b), ls1, ls2 = 14; outside the
+# blocks: patch_embed conv (w, b), pos_embed, final norm (w, b) = 5. LoRAT's own: token_type_embed + 12 head tensors.
+BACKBONE_TENSORS = S_DEPTH * 14 + 5
+OWN_TENSORS = 1 + len(HEAD_KEYS)
+
+
+def test_missing_block_is_an_error_naming_its_keys(env, merged):
+    """Issue 9 case 1: a full file with every blocks.3.* key removed used to load, leaving block 3 random."""
+    path = env["folder"] / "no_block_3.pth"
+    torch.save({k: v for k, v in merged.state_dict().items() if not k.startswith("blocks.3.")}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(env["builds"](training=False, backbone=False), path)
+    message = str(info.value)
+    assert str(path) in message and "missing 14 keys" in message
+    assert "blocks.3.{attn.proj.bias, attn.proj.weight, attn.qkv.bias, attn.qkv.weight" in message
+    assert "blocks.2" not in message and "blocks.4" not in message
+
+
+def test_missing_adapters_of_one_block_are_an_error(env):
+    """An official file lacking block 3's adapters must not leave them at their random initialisation."""
+    state = {k: v for k, v in official_trainable_state(env["source"]).items() if not k.startswith("blocks.3.")}
+    path = env["folder"] / "official_no_block_3.bin"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(env["builds"](training=True), path, backbone_weights=env["builds"].meta_path)
+    message = str(info.value)
+    assert str(path) in message and "missing 12 keys" in message and "blocks.3.{attn.proj.lora.A" in message
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_report_names_the_backbone_file_for_the_backbone_tensors(env, training):
+    path = _official_file(env, f"official_sources_{training}.bin")
+    meta = env["builds"].meta_path
+    model = env["builds"](training=training)
+    report = load_checkpoint(model, path, backbone_weights=meta)
+    assert set(report.sources) == set(model.state_dict())
+    from_meta = {k for k, source in report.sources.items() if source == str(meta)}
+    from_file = {k for k, source in report.sources.items() if source == str(path)}
+    assert len(from_meta) == BACKBONE_TENSORS
+    assert len(from_file) == (157 if training else OWN_TENSORS)  # training: adapters load as adapters
+    assert {"pos_embed", "patch_embed.proj.weight", "norm.bias", "blocks.11.ls2.gamma"} <= from_meta
+    assert ("blocks.3.attn.qkv.linear.weight" if training else "blocks.3.attn.qkv.weight") in from_meta
+    assert {"token_type_embed", "head.reg_mlp.layers.2.bias"} <= from_file
+    assert report.summary() == (f"loaded {len(from_file)} tensors from {path}; {BACKBONE_TENSORS} from backbone {meta}"
+                                + ("" if training else f"; {S_DEPTH * 6} LoRA updates merged (scaling 1)"))
+
+
+def test_phase_one_file_then_lora_file(env, tmp_path):
+    """Two phases without a side channel: the second call names the first file as the backbone's source."""
+    phase1 = tmp_path / "phase1.pth"
+    torch.save(env["builds"](training=False).state_dict(), phase1)  # full file: Meta backbone + a fresh head
+    official = _official_file(env, "phase2.bin")
+    model = env["builds"](training=False, backbone=False)
+    load_checkpoint(model, phase1)
+    with pytest.raises(CheckpointError, match="backbone_weights"):  # the model does not remember phase 1
+        load_checkpoint(model, official)
+    report = load_checkpoint(model, official, backbone_weights=phase1)
+    assert sum(source == str(phase1) for source in report.sources.values()) == BACKBONE_TENSORS
+    _assert_outputs(_run(model, env["inputs"]), env["source_out"], atol=1e-5)
 
 
 def test_unknown_key_is_named(env, merged):

@@ -1,5 +1,6 @@
 """Experiment configs: strict keys and types with errors naming key and file, inheritance, immutability, and the
-shipped YAMLs holding upstream's per-variant values (upstream-lorat.md §3.2, §3.4, §3.8, §3.9, §7.1)."""
+shipped YAMLs holding upstream's per-variant values (upstream trackit/LoRAT: config/LoRAT/run.yaml,
+config/LoRAT/<variant>/config.yaml and config/LoRAT/_mixin/*.yaml)."""
 from __future__ import annotations
 
 import dataclasses
@@ -157,3 +158,49 @@ def test_to_dict_from_dict_round_trip():
     with pytest.raises(ConfigError) as info:
         ExperimentConfig.from_dict(bad, source="checkpoint.pth")
     assert "'train.epoch'" in str(info.value) and "checkpoint.pth" in str(info.value)
+
+
+DEMO_ALLOWED_BACKBONES = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14", "vit_demo_p14")
+
+
+@pytest.mark.parametrize("override,key,allowed", [
+    ("train.amp=fp33", "train.amp", ("fp32", "fp16", "bf16")),
+    ("test.amp=none", "test.amp", ("fp32", "fp16", "bf16")),  # one precision vocabulary: fp32 means no autocast
+    ("model.backbone=vit_dem0", "model.backbone", DEMO_ALLOWED_BACKBONES),
+    ("model.lora.init=kaiming", "model.lora.init", ("bert", "lora", "gaussian")),
+])
+def test_names_are_checked_by_overrides(override, key, allowed):
+    """Issue 9 case 8: a misspelled name fails when the override is applied, not after the model is built."""
+    from lib.config import apply_overrides
+
+    with pytest.raises(ConfigError) as info:
+        apply_overrides(load_experiment("lorat", "demo_lora"), [override])
+    message = str(info.value)
+    assert f"'{key}'" in message and "command-line overrides" in message
+    assert f"one of {', '.join(allowed)}, got '{override.split('=')[1]}'" in message
+
+
+@pytest.mark.parametrize("text,key,value", [
+    ("train: {amp: fp33}", "train.amp", "fp33"),
+    ("model: {backbone: vit_dem0}", "model.backbone", "vit_dem0"),
+    ("model: {lora: {init: kaiming}}", "model.lora.init", "kaiming"),
+])
+def test_names_are_checked_when_the_yaml_loads(experiments, text, key, value):
+    path = _write(experiments, "misspelled", f"inherit: _base.yaml\n{text}\n")
+    with pytest.raises(ConfigError) as info:
+        load_experiment("lorat", "misspelled", experiments_dir=experiments)
+    message = str(info.value)
+    assert f"'{key}'" in message and str(path.resolve()) in message and f"got '{value}'" in message
+
+
+def test_valid_names_and_lora_scaling():
+    from lib.config import apply_overrides
+
+    cfg = apply_overrides(load_experiment("lorat", "demo_lora"),
+                          ["train.amp=bf16", "test.amp=fp32", "model.lora.init=gaussian", "model.lora.alpha=8",
+                           "model.backbone=dinov2_vits14"])
+    assert (cfg.train.amp, cfg.test.amp, cfg.model.lora.init, cfg.model.backbone) == \
+        ("bf16", "fp32", "gaussian", "dinov2_vits14")
+    assert cfg.model.lora.scaling == 0.5  # alpha / r = 8 / 16
+    rs = apply_overrides(cfg, ["model.lora.use_rslora=true"])
+    assert rs.model.lora.scaling == 2.0  # alpha / sqrt(r) = 8 / 4

@@ -1,4 +1,5 @@
-"""LoRAT model: shapes, LoRA merge, trainable sets, position embedding, head decoding (upstream-lorat.md §1-§2)."""
+"""LoRAT model: shapes, LoRA merge, trainable sets, position embedding, head decoding (upstream trackit/LoRAT:
+trackit/models/methods/LoRAT/lorat.py, modules/lora/, modules/head/mlp.py)."""
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def test_shapes_every_variant(variant):
     assert len(model.blocks) == DEPTHS[size]
 
 
-# Upstream-lorat.md §1.8 and paper Table 2: trainable = LoRA (64 * sum(in + out) per block) + head + token types.
+# Paper Table 2: trainable = LoRA (64 * sum(in + out) per block) + head + token types.
 @pytest.mark.parametrize("variant,lora,trainable,total_m", [
     ("base_224", 10_616_832, 12_985_349, 99), ("large_378", 28_311_552, 32_518_149, 336),
     ("giant_224", 70_778_880, 80_234_501, 1216)])
@@ -246,3 +247,20 @@ def test_qkv_adapters_equal_three_separate_adapters(dropout):
         separate = torch.cat([qkv.lora_q(x), qkv.lora_k(x), qkv.lora_v(x)], dim=-1)
         assert torch.allclose(delta, separate, atol=1e-5)
         assert not torch.allclose(delta, torch.cat(parts, dim=-1), atol=1e-3)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_backbone_state_keys_are_the_vit_tensors(training):
+    """What a checkpoint may leave to the backbone file: every tensor of timm's ViT that LoRAT keeps (all but the
+    CLS token), under LoRAT's names (`.linear.` inside adapter-wrapped layers); never adapters, head or token types."""
+    import re
+
+    from lib.models.backbone import create_vit
+
+    cfg = load_experiment("lorat", "demo_lora")
+    model = build_model(cfg, training=training)
+    vit_keys = set(create_vit(cfg.model.backbone).state_dict()) - {"cls_token"}
+    if training:
+        vit_keys = {re.sub(r"\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.", r".\1.linear.", k) for k in vit_keys}
+    assert model.backbone_state_keys() == vit_keys
+    assert len(vit_keys) == 6 * 14 + 5  # demo ViT: 6 blocks
