@@ -206,6 +206,9 @@ def test_cli_convention_flag_reaches_the_evaluator(tmp_path):
     write_boxes(seq_dir / "groundtruth.txt", np.array([BOX] * 4))
     (seq_dir / "full_occlusion.txt").write_text("0,0,1,0\n")
     (seq_dir / "out_of_view.txt").write_text("0,0,0,1\n")
+    (seq_dir / "img").mkdir()
+    for i in range(1, 5):
+        (seq_dir / "img" / f"{i:08d}.jpg").touch()  # one frame per box (the files are only counted here)
     env = make_env(tmp_path, lasot_extension_subset_path=str(root))
     local = tmp_path / "local.py"
     write_local_file(local, env)

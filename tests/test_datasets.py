@@ -8,7 +8,8 @@ import pytest
 import lib.train.dataset.got10k as got10k_module
 from lib.train.admin.environment import env_settings
 from lib.train.dataset import COCO, GOT10k, LaSOT, TrackingNet, Track, build_train_dataset
-from lib.train.dataset.base import clean_sequence, parse_int_flags, parse_number_rows
+from lib.datasets.text import parse_int_flags, parse_number_rows
+from lib.train.dataset.base import clean_sequence
 from lib.train.dataset.specs import read_split_list
 from lib.utils.lmdb_store import FolderStore
 from tests.test_datasets_fixtures import (

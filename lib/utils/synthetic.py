@@ -174,17 +174,6 @@ def _timestamp(seconds: int) -> str:
 
 # -------------------------------------------------------------------------------------------- GOT-10k
 
-def domain_dir(synthetic_root: str | Path, domain: str) -> Path:
-    """The folder of `domain` under `synthetic_root`, matched ignoring case (dataset names say `synthetic_a_*`,
-    the generator writes `A/`). Shared by the training and the test dataset registries."""
-    root = Path(synthetic_root)
-    found = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() == domain.lower()] if root.is_dir() else []
-    if len(found) != 1:
-        raise FileNotFoundError(f"expected one folder for synthetic domain {domain!r} (any case) in {root}, found "
-                                f"{[p.name for p in found]}; generate the data first (python tracking/demo.py)")
-    return found[0]
-
-
 def got10k_sequence_name(split: str, index: int) -> str:
     return f"GOT-10k_{split.capitalize()}_{index + 1:06d}"
 

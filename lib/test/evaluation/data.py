@@ -17,6 +17,8 @@ class Sequence:
     `file_offset` is what result files add to `x, y` so they use the dataset's own convention (1 for LaSOT,
     whose toolkit and published raw results are 1-based; 0 elsewhere) — see `lib.test.evaluation.results`.
     `visible` (N,) bool and `cover` (N,) int are present only where the dataset provides them.
+    `gt_source` is the annotation file the ground truth was read from and `gt_lines` (N,) the 1-based line of each
+    row, so that a problem found in the ground truth later (when scoring) names the file and line to fix.
     """
 
     name: str
@@ -26,6 +28,8 @@ class Sequence:
     visible: np.ndarray | None = None
     cover: np.ndarray | None = None
     file_offset: float = 0.0
+    gt_source: str | None = None
+    gt_lines: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         gt = self.ground_truth_rect
@@ -33,6 +37,10 @@ class Sequence:
             raise ValueError(
                 f"sequence {self.dataset}/{self.name}: ground truth has shape {gt.shape}, expected (1, 4) or "
                 f"({len(self.frames)}, 4) for {len(self.frames)} frames; check its annotation file"
+            )
+        if self.gt_lines is not None and self.gt_lines.shape != (len(gt),):
+            raise ValueError(
+                f"sequence {self.dataset}/{self.name}: {len(self.gt_lines)} line numbers for {len(gt)} ground-truth rows"
             )
         for label, flags in (("visible", self.visible), ("cover", self.cover)):
             if flags is not None and flags.shape != (len(self.frames),):

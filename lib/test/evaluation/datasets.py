@@ -1,128 +1,73 @@
 """Test benchmarks read from their native on-disk layouts, behind one registry: `get_dataset(name, env)`.
 
-Coordinate conventions follow the official LoRAT evaluation (upstream-lorat.md §5.1): LaSOT boxes are
-1-based in the files and are shifted by -1 on load (result files get the +1 back, `Sequence.file_offset`);
-LaSOT-extension, GOT-10k, TrackingNet, TNL2K, OTB, UAV123 and NfS are used as they are in the files.
-Visibility: LaSOT / LaSOT-ext `visible = not full_occlusion and not out_of_view`; GOT-10k-layout sets
-(GOT-10k val, synthetic) `visible = absence == 0` plus their `cover` labels.
+The LaSOT, GOT-10k and TrackingNet layouts are parsed by the readers the training datasets use (lib/datasets).
+Coordinate conventions follow the official LoRAT evaluation (upstream trackit/LoRAT: config/_dataset/test.yaml and
+its LaSOT / LaSOT_Extension loaders): LaSOT boxes are 1-based in the files and are shifted by -1 on load (result
+files get the +1 back, `Sequence.file_offset`); LaSOT-extension, GOT-10k, TrackingNet, TNL2K, OTB, UAV123 and NfS
+are used as they are in the files. Visibility: LaSOT / LaSOT-ext `visible = not full_occlusion and not
+out_of_view`; GOT-10k-layout sets (GOT-10k val, synthetic) `visible = absence == 0` plus their `cover` labels.
+Every sequence must have one frame per annotated box (an error names the sequence and both counts), except the
+documented dataset facts below: GOT-10k test and TrackingNet test publish the first box only, OTB and UAV123 use
+frame ranges of their image folders, NfS subsamples 240-fps annotations and trims a one-row difference.
 """
 from __future__ import annotations
 
-import io
-import re
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from lib.datasets import got10k, lasot, trackingnet
+from lib.datasets.frames import check_frame_count, image_names
+from lib.datasets.synthetic import NAME_FORM, domain_dir, is_synthetic_name, parse_synthetic_name
+from lib.datasets.text import BoxFile, read_box_file, read_boxes, read_name_list, row_line_numbers
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.environment import EnvSettings, env_settings
-from lib.utils.synthetic import domain_dir
+from lib.utils.lmdb_store import FolderStore
+
+__all__ = ["DATASETS", "SPLITS_DIR", "dataset_names", "get_dataset", "list_images", "read_box_file", "read_name_list"]
 
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
-_NUMBER = re.compile(r"\d+")
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
-
-
-# ----------------------------------------------------------------------------------------------- file helpers
-def _locate_box_error(path: Path, lines: list[str]) -> None:
-    """Raise an error naming the first malformed line of a box file."""
-    for line_no, line in enumerate(lines, start=1):
-        fields = [v for v in re.split(r"[,\s]+", line.strip()) if v]
-        if not fields:
-            continue
-        try:
-            [float(v) for v in fields]
-        except ValueError:
-            raise ValueError(f"{path}:{line_no}: cannot parse {line.strip()!r} as numbers x,y,w,h") from None
-        if len(fields) != 4:
-            raise ValueError(f"{path}:{line_no}: expected 4 values x,y,w,h, got {len(fields)}")
-
-
-def read_box_file(path: Path, max_rows: int | None = None) -> np.ndarray:
-    """Parse an `x,y,w,h`-per-line file (comma, tab or space separated; `NaN` allowed) into float64 (N, 4)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file {path} does not exist; check the dataset folder")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:max_rows]
-    if not lines:
-        raise ValueError(f"annotation file {path} is empty; re-extract the dataset")
-    text = "\n".join(re.sub(r"[,\s]+", ",", line.strip()) for line in lines)
-    try:
-        boxes = np.loadtxt(io.StringIO(text), delimiter=",", dtype=np.float64, ndmin=2)
-    except ValueError:
-        _locate_box_error(path, lines)
-        raise
-    if boxes.shape[1] != 4:
-        _locate_box_error(path, lines)
-    return boxes
-
-
-def read_int_flags(path: Path) -> np.ndarray:
-    """Parse a flag/label file (one value per line, or one comma-separated line) into int64 (N,)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"label file {path} does not exist; check the dataset folder")
-    text = path.read_text(encoding="utf-8")
-    try:
-        return np.asarray([int(v) for v in re.split(r"[,\s]+", text.strip()) if v], dtype=np.int64)
-    except ValueError:
-        raise ValueError(f"{path}: expected integers separated by commas or new lines") from None
-
-
-def _numeric_key(path: Path) -> tuple[int, str]:
-    numbers = _NUMBER.findall(path.stem)
-    return (int(numbers[-1]) if numbers else -1, path.name)
 
 
 def list_images(folder: Path, numeric: bool) -> tuple[str, ...]:
-    """Image files of `folder`, sorted by the number in their name (`numeric`) or by name."""
+    """Paths of the image files of `folder`, sorted by the number in their name (`numeric`) or by name."""
+    folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"frame folder {folder} does not exist; check the dataset folder")
-    files = [p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES]
-    if not files:
-        raise FileNotFoundError(f"frame folder {folder} holds no images; re-extract the dataset")
-    files.sort(key=_numeric_key if numeric else (lambda p: p.name))
-    return tuple(str(p) for p in files)
-
-
-def read_name_list(path: Path) -> list[str]:
-    """Non-empty, non-comment lines of a split file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"sequence list {path} does not exist")
-    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
-    return [line for line in lines if line and not line.startswith("#")]
-
-
-def _check_lengths(frames: tuple[str, ...], gt: np.ndarray, where: Path) -> None:
-    if len(frames) != len(gt):
-        raise ValueError(f"{where}: {len(gt)} annotated boxes but {len(frames)} frames; the sequence is incomplete")
+    return tuple(str(folder / name) for name in image_names(FolderStore(folder), "", numeric))
 
 
 def _subfolders_with(root: Path, filename: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and (p / filename).is_file())
 
 
+def _sequence(name: str, frames: tuple[str, ...], dataset: str, gt: BoxFile, shift: float = 0.0,
+              visible: np.ndarray | None = None, cover: np.ndarray | None = None) -> Sequence:
+    """A Sequence whose ground truth remembers its file and lines; `shift` is subtracted from x, y."""
+    boxes = gt.xywh.copy()
+    boxes[:, :2] -= shift
+    return Sequence(name, frames, dataset, boxes, visible=visible, cover=cover, file_offset=shift,
+                    gt_source=gt.source, gt_lines=gt.lines)
+
+
 # ----------------------------------------------------------------------------------------------- readers
-def _lasot_style_sequence(seq_dir: Path, dataset: str, shift: float) -> Sequence:
+def _lasot_style_sequence(store: FolderStore, location: str, dataset: str, shift: float) -> Sequence:
     """A LaSOT-layout sequence; `shift` is subtracted from x, y (1 for LaSOT, 0 for LaSOT-ext)."""
-    if not seq_dir.is_dir():
-        raise FileNotFoundError(f"{dataset} sequence folder {seq_dir} does not exist; the dataset is incomplete")
-    gt = read_box_file(seq_dir / "groundtruth.txt")
-    gt[:, :2] -= shift
-    occlusion = read_int_flags(seq_dir / "full_occlusion.txt")
-    out_of_view = read_int_flags(seq_dir / "out_of_view.txt")
-    for label, flags in (("full_occlusion.txt", occlusion), ("out_of_view.txt", out_of_view)):
-        if len(flags) != len(gt):
-            raise ValueError(f"{seq_dir / label}: {len(flags)} flags for {len(gt)} boxes in groundtruth.txt")
-    frames = tuple(str(seq_dir / "img" / f"{i:08d}.jpg") for i in range(1, len(gt) + 1))
-    visible = (occlusion == 0) & (out_of_view == 0)
-    return Sequence(seq_dir.name, frames, dataset, gt, visible=visible, file_offset=shift)
+    if not store.exists(location):
+        raise FileNotFoundError(
+            f"{dataset} sequence folder {store.describe(location)} does not exist; the dataset is incomplete"
+        )
+    annotation = lasot.read_sequence(store, location)
+    frames = tuple(store.describe(lasot.frame_relpath(location, i)) for i in range(len(annotation.boxes)))
+    return _sequence(location.rsplit("/", 1)[-1], frames, dataset, annotation.boxes, shift, annotation.visible)
 
 
 def load_lasot(env: EnvSettings) -> list[Sequence]:
     """LaSOT test set: the 280 sequences of the toolkit's testing_set.txt (splits/lasot_test.txt)."""
-    root = Path(env.require("lasot_path"))
+    store = FolderStore(env.require("lasot_path"))
     names = read_name_list(SPLITS_DIR / "lasot_test.txt")
-    return [_lasot_style_sequence(root / name.rsplit("-", 1)[0] / name, "lasot", 1.0) for name in names]
+    return [_lasot_style_sequence(store, lasot.sequence_folder(name), "lasot", 1.0) for name in names]
 
 
 def load_lasot_extension_subset(env: EnvSettings) -> list[Sequence]:
@@ -132,31 +77,28 @@ def load_lasot_extension_subset(env: EnvSettings) -> list[Sequence]:
     seq_dirs = [d for cls in classes for d in _subfolders_with(cls, "groundtruth.txt")]
     if not seq_dirs:
         raise FileNotFoundError(f"no <class>/<sequence>/groundtruth.txt under {root} (lasot_extension_subset_path)")
-    return [_lasot_style_sequence(d, "lasot_extension_subset", 0.0) for d in seq_dirs]
+    store = FolderStore(root)
+    return [_lasot_style_sequence(store, f"{d.parent.name}/{d.name}", "lasot_extension_subset", 0.0) for d in seq_dirs]
 
 
 def _got10k_layout(root: Path, dataset: str, first_row_only: bool) -> list[Sequence]:
     """GOT-10k layout: `list.txt` (or, without it, every folder holding a groundtruth.txt) of sequence folders."""
     if not root.is_dir():
         raise FileNotFoundError(f"{dataset}: folder {root} does not exist; check the dataset path setting")
-    list_file = root / "list.txt"
-    seq_dirs = (
-        [root / name for name in read_name_list(list_file)]
-        if list_file.is_file()
-        else _subfolders_with(root, "groundtruth.txt")
+    store = FolderStore(root)
+    names = (
+        read_name_list(root / "list.txt")
+        if (root / "list.txt").is_file()
+        else [d.name for d in _subfolders_with(root, "groundtruth.txt")]
     )
-    if not seq_dirs:
+    if not names:
         raise FileNotFoundError(f"{dataset}: no list.txt and no sequence folders under {root}")
     sequences = []
-    for seq_dir in seq_dirs:
-        frames = list_images(seq_dir, numeric=True)
-        if first_row_only:
-            sequences.append(Sequence(seq_dir.name, frames, dataset, read_box_file(seq_dir / "groundtruth.txt", 1)))
-            continue
-        gt = read_box_file(seq_dir / "groundtruth.txt")
-        _check_lengths(frames, gt, seq_dir)
-        absence, cover = read_int_flags(seq_dir / "absence.label"), read_int_flags(seq_dir / "cover.label")
-        sequences.append(Sequence(seq_dir.name, frames, dataset, gt, visible=absence == 0, cover=cover))
+    for name in names:
+        annotation = got10k.read_sequence(store, name, first_row_only=first_row_only, require_cover=True)
+        frames = tuple(store.describe(key) for key in annotation.frames)
+        visible = None if annotation.absence is None else annotation.absence == 0
+        sequences.append(_sequence(name, frames, dataset, annotation.boxes, visible=visible, cover=annotation.cover))
     return sequences
 
 
@@ -178,24 +120,28 @@ def load_synthetic(env: EnvSettings, domain: str, split: str) -> list[Sequence]:
 
 def load_trackingnet(env: EnvSettings) -> list[Sequence]:
     """TrackingNet TEST (511 sequences): every `TEST/anno/*.txt` (first frame only), frames `TEST/frames/<seq>/`."""
-    root = Path(env.require("trackingnet_path")) / "TEST"
-    anno_files = sorted((root / "anno").glob("*.txt"))
-    if not anno_files:
-        raise FileNotFoundError(f"no annotation files {root / 'anno' / '*.txt'}; check trackingnet_path")
-    return [
-        Sequence(a.stem, list_images(root / "frames" / a.stem, numeric=True), "trackingnet", read_box_file(a, 1))
-        for a in anno_files
-    ]
+    store = FolderStore(env.require("trackingnet_path"))
+    videos = trackingnet.video_names(store, "TEST") if store.exists("TEST/anno") else []
+    if not videos:
+        raise FileNotFoundError(f"no annotation files {store.describe('TEST/anno/*.txt')}; check trackingnet_path")
+    sequences = []
+    for video in videos:
+        annotation = trackingnet.read_sequence(store, "TEST", video, first_row_only=True)
+        frames = tuple(store.describe(key) for key in annotation.frames)
+        sequences.append(_sequence(video, frames, "trackingnet", annotation.boxes))
+    return sequences
 
 
 def load_tnl2k(env: EnvSettings) -> list[Sequence]:
     """TNL2K test (700 sequences): every sub-folder with `groundtruth.txt` and `imgs/` (sorted by name)."""
     root = Path(env.require("tnl2k_path"))
+    store = FolderStore(root)
     sequences = []
     for seq_dir in _subfolders_with(root, "groundtruth.txt"):
-        frames, gt = list_images(seq_dir / "imgs", numeric=False), read_box_file(seq_dir / "groundtruth.txt")
-        _check_lengths(frames, gt, seq_dir)
-        sequences.append(Sequence(seq_dir.name, frames, "tnl2k", gt))
+        frames = list_images(seq_dir / "imgs", numeric=False)
+        gt = read_boxes(store, f"{seq_dir.name}/groundtruth.txt")
+        check_frame_count(str(seq_dir), len(gt), "groundtruth.txt", len(frames), "imgs/")
+        sequences.append(_sequence(seq_dir.name, frames, "tnl2k", gt))
     if not sequences:
         raise FileNotFoundError(f"no <sequence>/groundtruth.txt under {root} (tnl2k_path)")
     return sequences
@@ -214,6 +160,7 @@ def load_otb(env: EnvSettings) -> list[Sequence]:
     Empty annotation files (Human4's `groundtruth_rect.1.txt`) are not sequences and are ignored.
     """
     root = Path(env.require("otb_path"))
+    store = FolderStore(root)
     sequences = []
     for folder in read_name_list(SPLITS_DIR / "otb100.txt"):
         seq_dir = root / folder
@@ -224,10 +171,10 @@ def load_otb(env: EnvSettings) -> list[Sequence]:
         first, last = _OTB_FRAME_RANGES.get(folder, (1, len(frames)))
         frames = frames[first - 1 : last]
         for k, anno in enumerate(anno_files, start=1):
-            gt = read_box_file(anno)
-            _check_lengths(frames, gt, anno)
+            gt = read_boxes(store, f"{folder}/{anno.name}")
+            check_frame_count(folder, len(gt), anno.name, len(frames), f"the annotated range {first}..{last} of img/")
             name = folder if len(anno_files) == 1 else f"{folder}_{k}"
-            sequences.append(Sequence(name, frames, "otb", gt))
+            sequences.append(_sequence(name, frames, "otb", gt))
     return sequences
 
 
@@ -237,15 +184,15 @@ def load_uav(env: EnvSettings) -> list[Sequence]:
     Frames where the target is absent have `NaN` boxes in the annotation; they are kept as NaN.
     """
     root = Path(env.require("uav_path"))
+    store = FolderStore(root)
     sequences = []
     for line in read_name_list(SPLITS_DIR / "uav123.txt"):
         name, folder, first, last = line.split()
         frame_dir = root / "data_seq" / "UAV123" / folder
         frames = tuple(str(frame_dir / f"{i:06d}.jpg") for i in range(int(first), int(last) + 1))
-        anno = root / "anno" / "UAV123" / f"{name}.txt"
-        gt = read_box_file(anno)
-        _check_lengths(frames, gt, anno)
-        sequences.append(Sequence(name, frames, "uav", gt))
+        gt = read_boxes(store, f"anno/UAV123/{name}.txt")
+        check_frame_count(name, len(gt), gt.source, len(frames), f"the range {first}..{last} of {frame_dir}")
+        sequences.append(_sequence(name, frames, "uav", gt))
     return sequences
 
 
@@ -262,19 +209,20 @@ def load_nfs(env: EnvSettings) -> list[Sequence]:
     sequences = []
     for anno in anno_files:
         frames = list_images(anno.parent / anno.stem, numeric=True)
-        rows = [line.split() for line in anno.read_text(encoding="utf-8").splitlines() if line.strip()]
+        text = anno.read_text(encoding="utf-8")
+        rows = [line.split() for line in text.splitlines() if line.strip()]
         try:
             xyxy = np.asarray([[float(v) for v in row[1:5]] for row in rows], dtype=np.float64)
         except (ValueError, IndexError):
             raise ValueError(f"{anno}: expected rows 'id x1 y1 x2 y2 ...'") from None
-        gt = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1)
+        gt = BoxFile(np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1), row_line_numbers(text), str(anno))
         if len(gt) != len(frames) and abs(len(gt) / len(frames) - 8) < 1:
-            gt = gt[::8]
+            gt = gt.take(slice(None, None, 8))
         if abs(len(gt) - len(frames)) == 1:
             n = min(len(gt), len(frames))
-            gt, frames = gt[:n], frames[:n]
-        _check_lengths(frames, gt, anno)
-        sequences.append(Sequence(anno.stem, frames, "nfs", gt))
+            gt, frames = gt.take(slice(n)), frames[:n]
+        check_frame_count(anno.stem, len(gt), str(anno), len(frames), str(anno.parent / anno.stem))
+        sequences.append(_sequence(anno.stem, frames, "nfs", gt))
     return sequences
 
 
@@ -289,20 +237,19 @@ DATASETS: dict[str, Callable[..., list[Sequence]]] = {
     "uav": load_uav,
     "nfs": load_nfs,
 }
-SYNTHETIC_PATTERN = re.compile(r"synthetic_(?P<domain>\w+)_(?P<split>[A-Za-z0-9]+)")
 
 
 def dataset_names() -> list[str]:
     """Registered names (plus the `synthetic_<domain>_<split>` family)."""
-    return [*DATASETS, "synthetic_<domain>_<split>"]
+    return [*DATASETS, NAME_FORM]
 
 
 def get_dataset(name: str, env: EnvSettings | None = None) -> list[Sequence]:
     """All sequences of benchmark `name`, read with the path settings `env` (default: local.py)."""
     env = env_settings() if env is None else env
-    synthetic = SYNTHETIC_PATTERN.fullmatch(name)
-    if synthetic:
-        return load_synthetic(env, synthetic["domain"], synthetic["split"])
+    if is_synthetic_name(name):
+        synthetic = parse_synthetic_name(name)
+        return load_synthetic(env, synthetic.domain, synthetic.split)
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
     return DATASETS[name](env)

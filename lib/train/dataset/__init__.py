@@ -15,8 +15,8 @@ from lib.train.dataset.coco import COCO
 from lib.train.dataset.got10k import GOT10k
 from lib.train.dataset.lasot import LaSOT
 from lib.train.dataset.trackingnet import TrackingNet
+from lib.datasets.synthetic import NAME_FORM, domain_dir, is_synthetic_name, parse_synthetic_name
 from lib.utils.lmdb_store import Store, open_store
-from lib.utils.synthetic import domain_dir
 
 
 @dataclass(frozen=True)
@@ -37,27 +37,23 @@ TRAIN_DATASETS: dict[str, DatasetSpec] = {
     "trackingnet_train": DatasetSpec("trackingnet_dir", "trackingnet_lmdb_dir", lambda s: TrackingNet(s)),
     "coco2017_train": DatasetSpec("coco_dir", "coco_lmdb_dir", lambda s: COCO(s, "coco2017_train", "train2017")),
 }
-SYNTHETIC_PREFIX = "synthetic_"
 
 
 def _build_synthetic(name: str, env: EnvironmentSettings, use_lmdb: bool) -> TrackingDataset:
-    parts = name[len(SYNTHETIC_PREFIX):].split("_")
-    if len(parts) != 2 or not all(parts):
-        raise ValueError(f"synthetic dataset names are synthetic_<domain>_<split> (e.g. synthetic_a_train), got {name!r}")
+    parsed = parse_synthetic_name(name)
     if use_lmdb:
         raise ValueError(f"{name}: synthetic datasets are read from folders only; build them without use_lmdb")
-    domain, split = parts
-    folder = domain_dir(env.require("synthetic_dir"), domain)
-    return GOT10k(open_store(str(folder), use_lmdb=False), name, split)
+    folder = domain_dir(env.require("synthetic_dir"), parsed.domain)
+    return GOT10k(open_store(str(folder), use_lmdb=False), name, parsed.split)
 
 
 def build_train_dataset(name: str, env: EnvironmentSettings, use_lmdb: bool = False) -> TrackingDataset:
     """Build the training dataset registered as `name`, reading folders or LMDBs named in `env`."""
-    if name.startswith(SYNTHETIC_PREFIX):
+    if is_synthetic_name(name):
         return _build_synthetic(name, env, use_lmdb)
     if name not in TRAIN_DATASETS:
         raise KeyError(
-            f"unknown training dataset {name!r}; known: {', '.join(TRAIN_DATASETS)}, synthetic_<domain>_<split>"
+            f"unknown training dataset {name!r}; known: {', '.join(TRAIN_DATASETS)}, {NAME_FORM}"
         )
     spec = TRAIN_DATASETS[name]
     root = env.require(spec.lmdb_field if use_lmdb else spec.folder_field)

@@ -1,9 +1,9 @@
-"""Common pieces of the training datasets: sequence records, annotation parsing and cleaning.
+"""Common pieces of the training datasets: sequence records and annotation cleaning (parsing: lib/datasets).
 
 Every dataset class exposes the small interface the pair sampler uses: `name`, `num_sequences()`,
 `sequence(i) -> SequenceInfo`, `read_frame(seq_i, frame_i) -> RGB uint8`, `frame_location(seq_i, frame_i)`.
 Annotations are parsed eagerly at construction (text only; image sizes from the first frame's header) and
-cleaned exactly as upstream's training filters (upstream-lorat.md §3.1):
+cleaned exactly as upstream's training filters (upstream trackit/LoRAT: config/_dataset/train.yaml):
 xywh -> continuous xyxy; valid boxes clipped to the image; a box whose clipped area is not positive becomes
 invalid; tracks with no valid box are dropped; sequences left without tracks are dropped; leading and
 trailing frames where no track is valid are trimmed.
@@ -34,48 +34,6 @@ class SequenceInfo:
     name: str
     frame_count: int
     tracks: tuple[Track, ...]
-
-
-def parse_number_rows(text: str, source: str, columns: int) -> np.ndarray:
-    """Parse comma-separated numeric rows (float64, shape (N, columns)); a bad line names `source`:line."""
-    lines = text.rstrip().splitlines()
-    try:
-        rows = np.array([line.split(",") for line in lines], dtype=np.float64)
-        if rows.ndim == 2 and rows.shape[1] == columns:
-            return rows
-    except ValueError:
-        pass
-    for number, line in enumerate(lines, start=1):
-        fields = line.split(",")
-        try:
-            values = [float(field) for field in fields]
-        except ValueError:
-            values = []
-        if len(values) != columns:
-            raise ValueError(
-                f"{source}:{number}: expected {columns} comma-separated numbers, got {line!r}; "
-                "fix or re-download that annotation file"
-            )
-    raise ValueError(f"{source}: no annotation rows found; fix or re-download that annotation file")
-
-
-def parse_int_flags(text: str, source: str, allowed: range) -> np.ndarray:
-    """Integers separated by commas and/or newlines (LaSOT flags on one line, GOT-10k labels one per line)."""
-    values = []
-    for number, line in enumerate(text.rstrip().splitlines(), start=1):
-        for field in line.split(","):
-            field = field.strip()
-            try:
-                value = int(field)
-            except ValueError:
-                value = None
-            if value is None or value not in allowed:
-                raise ValueError(
-                    f"{source}:{number}: expected integers in [{allowed.start}, {allowed.stop - 1}], got {field!r}; "
-                    "fix or re-download that annotation file"
-                )
-            values.append(value)
-    return np.asarray(values, dtype=np.int64)
 
 
 def xywh_to_xyxy(boxes: np.ndarray) -> np.ndarray:

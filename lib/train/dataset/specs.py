@@ -3,13 +3,11 @@ from __future__ import annotations
 
 import os
 
+from lib.datasets.text import read_name_list
+
 DATA_SPECS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data_specs")
 
 
 def read_split_list(filename: str) -> list[str]:
     """Non-empty lines of a split list file, in file order."""
-    path = os.path.join(DATA_SPECS_DIR, filename)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"split list {path} is missing; restore it from the repository")
-    with open(path, encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    return read_name_list(os.path.join(DATA_SPECS_DIR, filename))
