@@ -264,3 +264,21 @@ def test_backbone_state_keys_are_the_vit_tensors(training):
         vit_keys = {re.sub(r"\.(attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.", r".\1.linear.", k) for k in vit_keys}
     assert model.backbone_state_keys() == vit_keys
     assert len(vit_keys) == 6 * 14 + 5  # demo ViT: 6 blocks
+
+
+def test_latency_uses_the_shared_precision_names():
+    """Profiling speaks the config's precision vocabulary (fp32 = no autocast), not a table of its own."""
+    from lib.models.profile import measure_latency
+
+    class Probe(torch.nn.Module):
+        def forward(self, x):
+            seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+            return x
+
+    seen: list = []
+    inputs = (torch.zeros(1, 3),)
+    measure_latency(Probe(), inputs, "bf16", warmup=0, runs=1)
+    measure_latency(Probe(), inputs, "fp32", warmup=0, runs=1)
+    assert seen == [torch.bfloat16, None]
+    with pytest.raises(ValueError, match="fp32, fp16, bf16"):
+        measure_latency(Probe(), inputs, "none", warmup=0, runs=1)
