@@ -282,3 +282,20 @@ def test_latency_uses_the_shared_precision_names():
     assert seen == [torch.bfloat16, None]
     with pytest.raises(ValueError, match="fp32, fp16, bf16"):
         measure_latency(Probe(), inputs, "none", warmup=0, runs=1)
+
+
+@pytest.mark.parametrize("init", ["lora", "gaussian"])
+def test_ablation_lora_inits_start_at_zero_update(init):
+    """The LoRA paper's init (A Kaiming-uniform with a = sqrt(5): bound 1 / sqrt(in)) and the gaussian one
+    (A ~ N(0, 1 / r)) both start with B = 0."""
+    from lib.config import LoRAConfig
+    from lib.models.lora import LoRA
+
+    torch.manual_seed(0)
+    adapter = LoRA(384, 768, LoRAConfig(r=64, alpha=64.0, dropout=0.0, use_rslora=False, init=init))
+    assert torch.equal(adapter.B, torch.zeros(768, 64))
+    if init == "lora":
+        bound = 1 / math.sqrt(384)
+        assert adapter.A.abs().max().item() <= bound and abs(adapter.A.std().item() - bound / math.sqrt(3)) < 1e-3
+    else:
+        assert abs(adapter.A.std().item() - 1 / 64) < 1e-3
