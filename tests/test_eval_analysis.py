@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.test.evaluation.analysis import MissingResultsError, TrackerEntry, evaluate_trackers, summary_rows
+from lib.test.evaluation.analysis import (
+    MissingResultsError, MixedProducersError, TrackerEntry, evaluate_trackers, producer_summary, summary_rows,
+)
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.results import tracker_results_dir, write_sequence_result
+from lib.test.evaluation.results import claim_results_dir, tracker_results_dir, write_sequence_result
 
 GT = np.array([[0.0, 0.0, 10.0, 10.0], [2.0, 1.0, 10.0, 10.0], [4.0, 2.0, 10.0, 10.0], [6.0, 3.0, 10.0, 10.0]])
 
@@ -53,3 +55,35 @@ def test_server_scored_dataset_is_refused(tmp_path):
     seq = Sequence("s", ("a.jpg",), "trackingnet", np.ones((1, 4)))
     with pytest.raises(ValueError, match="evaluation server"):
         evaluate_trackers("trackingnet", [seq], [TrackerEntry("t", "c")], tmp_path)
+
+
+def test_a_config_without_results_lists_the_configs_that_have_some(tmp_path):
+    seqs = [_lasot_seq("cat-1")]
+    _write(tmp_path, "t", "c", 0, seqs[0], GT)
+    _write(tmp_path, "t", "base", None, seqs[0], GT)
+    with pytest.raises(MissingResultsError) as info:
+        evaluate_trackers("lasot", seqs, [TrackerEntry("t", "bsae")], tmp_path)
+    assert str(info.value) == f"no results for t/bsae under {tmp_path / 't'} (found: base, c_000)"
+    with pytest.raises(MissingResultsError, match="no results of u at all; scripts with results: t"):
+        evaluate_trackers("lasot", seqs, [TrackerEntry("u", "c")], tmp_path)
+
+
+def _record(checkpoint_sha256: str, device: str) -> dict:
+    return {"tracker": "t", "config_name": "c", "config": {"test": {"amp": "fp16"}}, "checkpoint": f"/w/{device}.pth",
+            "checkpoint_sha256": checkpoint_sha256, "backbone_weights": None, "backbone_weights_sha256": None,
+            "device": device, "precision": "fp16"}
+
+
+def test_run_ids_of_different_models_are_not_averaged(tmp_path):
+    seqs = [_lasot_seq("cat-1")]
+    for run_id, (digest, device) in enumerate([("aa" * 32, "cuda"), ("aa" * 32, "cpu"), ("bb" * 32, "cuda")]):
+        claim_results_dir(tracker_results_dir(tmp_path, "t", "c", run_id), _record(digest, device))
+        _write(tmp_path, "t", "c", run_id, seqs[0], GT)
+    same_model = TrackerEntry("t", "c", (0, 1))  # repeats of one checkpoint on two devices: merged, both shown
+    assert "t/c_000+001" in evaluate_trackers("lasot", seqs, [same_model], tmp_path)
+    summary = producer_summary(same_model, tmp_path)
+    assert summary.startswith("t/c_000+001: c_000: t/c, checkpoint /w/cuda.pth (sha256 aaaaaaaaaaaa), cuda fp16; ")
+    assert "c_001: t/c, checkpoint /w/cpu.pth (sha256 aaaaaaaaaaaa), cpu fp16" in summary
+    with pytest.raises(MixedProducersError, match=r"c_000 and c_002 .*\n  checkpoint: /w/cuda.pth \(sha256 "
+                                                  r"aaaaaaaaaaaa\) -> /w/cuda.pth \(sha256 bbbbbbbbbbbb\)"):
+        evaluate_trackers("lasot", seqs, [TrackerEntry("t", "c", (0, 2))], tmp_path)

@@ -46,3 +46,21 @@ def test_no_box_without_display_is_a_clear_error(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     result = _run("static", "none", str(tmp_path / "frames"), "--out", str(tmp_path / "out"), env=env)
     assert result.returncode != 0 and "--init_box" in result.stderr and "no display" in result.stderr
+
+
+def test_initial_box_outside_the_frame_is_a_clear_error(tmp_path):
+    write_frame(tmp_path / "frames" / "1.jpg", 40, 30)
+    write_frame(tmp_path / "frames" / "2.jpg", 40, 30)
+    out = tmp_path / "out"
+    result = _run("static", "none", str(tmp_path / "frames"), "--init_box", "50", "5", "10", "10", "--out", str(out))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "initial box [50.0, 5.0, 10.0, 10.0] (x, y, w, h) lies outside the 40x30 image" in result.stderr
+    assert not (out / "frames_static_none.txt").exists()
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    write_frame(tmp_path / "frames" / "1.jpg")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU visible, whatever this machine has
+    result = _run("static", "none", str(tmp_path / "frames"), "--init_box", "1", "2", "3", "4", "--device", "cuda",
+                  "--out", str(tmp_path / "out"), env=env)
+    assert result.returncode != 0 and "--device cpu" in result.stderr and "Traceback" not in result.stderr

@@ -10,11 +10,11 @@ import pytest
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.datasets import get_dataset
 from lib.test.evaluation.results import (
-    box_file, is_finished, read_sequence_boxes, read_sequence_times, time_file, tracker_results_dir,
+    box_file, claim_results_dir, is_finished, read_sequence_boxes, read_sequence_times, time_file, tracker_results_dir,
     write_sequence_result,
 )
-from lib.test.evaluation.running import TrackerSpec, run_dataset, track_sequence, worker_device
-from lib.test.tracker import build_tracker
+from lib.test.evaluation.running import run_dataset, track_sequence, worker_device
+from lib.test.tracker import TrackerSpec, build_tracker, producer_record
 from test_eval_helpers import make_env, make_got10k_split
 
 LENGTHS = {"seq_a": 4, "seq_b": 5, "seq_c": 3}
@@ -72,6 +72,7 @@ def test_failure_is_isolated_and_rerun_resumes(tmp_path, threads):
 def test_incomplete_result_file_is_rerun(tmp_path):
     seqs, gts = _dataset(tmp_path)
     results_dir = tmp_path / "results"
+    claim_results_dir(results_dir, producer_record(TrackerSpec("static", "none")))
     seq = seqs[0]
     boxes = np.tile(gts[seq.name][0], (seq.num_frames, 1))
     write_sequence_result(results_dir, seq, boxes, np.zeros(seq.num_frames))
@@ -138,13 +139,13 @@ def test_worker_device_mapping():
 
 def test_registry_errors():
     with pytest.raises(KeyError, match="registered"):
-        build_tracker("nope", "x")
+        build_tracker(TrackerSpec("nope", "x"))
     with pytest.raises(ValueError, match="no weights"):
-        build_tracker("static", "x", checkpoint="ckpt.pth")
+        build_tracker(TrackerSpec("static", "x", checkpoint="ckpt.pth"))
 
 
 def test_mil_follows_a_moving_square():
-    tracker = build_tracker("opencv_mil", "default")
+    tracker = build_tracker(TrackerSpec("opencv_mil", "default"))
     frames = []
     for i in range(16):
         image = np.zeros((96, 128, 3), dtype=np.uint8)
@@ -156,3 +157,12 @@ def test_mil_follows_a_moving_square():
         box, confidence = tracker.track(image)
     assert box.shape == (4,) and confidence in (0.0, 1.0)
     assert abs(box[0] - (20 + 2 * 15)) < 8  # moved 30 px; a static box would be off by 30
+
+
+@pytest.mark.parametrize("script", ["static", "opencv_mil"])
+def test_baselines_refuse_an_initial_box_outside_the_image(script):
+    tracker = build_tracker(TrackerSpec(script, "default"))
+    image = np.zeros((24, 32, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match="lies outside the 32x24 image"):
+        tracker.initialize(image, np.array([32.0, 0.0, 5.0, 5.0]))  # touches the right edge: zero overlap
+    tracker.initialize(image, np.array([20.0, 10.0, 10.0, 10.0]))

@@ -17,10 +17,10 @@ from torch import nn
 
 from lib.config import load_experiment
 from lib.models import build_model, export_inference_checkpoint
-from lib.test.tracker.lorat import (
-    LoRATTracker, build_tracker, checkpoint_needs_backbone, default_checkpoint, hann_window_2d,
-)
+from lib.test.tracker import TrackerSpec, build_tracker, resolve_spec
+from lib.test.tracker.lorat import LoRATTracker, checkpoint_needs_backbone, default_checkpoint, hann_window_2d
 from lib.utils.boxes import iou, xywh_to_xyxy
+from lib.utils.paths import RunPaths
 
 CFG = load_experiment("lorat", "small_224")
 SEARCH = 224
@@ -254,7 +254,7 @@ def test_protocol_errors():
 
 
 def test_smoke_small_224_random_weights():
-    tracker = build_tracker("small_224", checkpoint="random")
+    tracker = build_tracker(resolve_spec("lorat", "small_224", checkpoint="random"))
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (FRAME_H, FRAME_W, 3), dtype=np.uint8)
     tracker.initialize(frame, np.array([100., 80., 40., 30.]))
@@ -267,7 +267,7 @@ def test_smoke_small_224_random_weights():
 
 def test_default_checkpoint_is_the_newest_file_or_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="--checkpoint") as error:
-        default_checkpoint("base_224", tmp_path)
+        default_checkpoint(RunPaths.for_run(tmp_path, "lorat", "base_224"), "base_224")
     assert str(tmp_path / "checkpoints" / "train" / "lorat" / "base_224") in str(error.value)
     folder = tmp_path / "checkpoints" / "train" / "lorat" / "base_224"
     folder.mkdir(parents=True)
@@ -275,7 +275,8 @@ def test_default_checkpoint_is_the_newest_file_or_a_clear_error(tmp_path):
                         ("notes.txt", 400)):
         (folder / name).write_bytes(b"x")
         os.utime(folder / name, (mtime, mtime))
-    assert default_checkpoint("base_224", tmp_path) == folder / "final_export.pth"
+    paths = RunPaths.for_run(tmp_path, "lorat", "base_224")
+    assert default_checkpoint(paths, "base_224") == folder / "final_export.pth"
 
 
 def _perturbed(model: nn.Module) -> nn.Module:
@@ -289,7 +290,7 @@ def test_build_tracker_loads_a_full_export_without_backbone_weights(tmp_path):
     source = _perturbed(build_model(CFG, training=False))
     path = export_inference_checkpoint(source, CFG, tmp_path / "export.pth")
     assert not checkpoint_needs_backbone(path)
-    tracker = build_tracker("small_224", checkpoint=str(path))
+    tracker = build_tracker(resolve_spec("lorat", "small_224", checkpoint=str(path)))
     torch.testing.assert_close(tracker.model.state_dict(), source.state_dict(), rtol=0, atol=0)
 
 
@@ -304,4 +305,38 @@ def test_lora_only_checkpoint_needs_backbone_weights(tmp_path):
     save_file(state, str(path))
     assert checkpoint_needs_backbone(path)
     with pytest.raises(FileNotFoundError, match="dinov2_vits14_pretrain.pth"):
-        build_tracker("small_224", checkpoint=str(path), backbone_weights=str(tmp_path / "dinov2_vits14_pretrain.pth"))
+        build_tracker(resolve_spec("lorat", "small_224", checkpoint=str(path),
+                                   backbone_weights=str(tmp_path / "dinov2_vits14_pretrain.pth")))
+
+
+@pytest.mark.parametrize("outside", [[FRAME_W + 5., 10., 20., 20.], [-30., -40., 30., 40.], [10., FRAME_H, 5., 5.]])
+def test_initial_box_outside_the_image_is_refused(outside):
+    # Upstream's state update only accepts boxes with positive-area overlap with the frame; an initial box without
+    # any would be tracked as a crop of pure padding (issue case: W,H,0,0 written for every frame).
+    tracker = LoRATTracker(oracle(lambda call: np.zeros(4)), CFG)
+    with pytest.raises(ValueError, match="must overlap the image"):
+        tracker.initialize(ramp_frame(), np.array(outside))
+    tracker.initialize(ramp_frame(), np.array([FRAME_W - 1., FRAME_H - 1., 20., 20.]))  # a 1 x 1 px overlap is fine
+
+
+DEMO = load_experiment("lorat", "demo")
+
+
+def test_default_checkpoint_comes_from_the_callers_save_dir(tmp_path):
+    save_dir = tmp_path / "elsewhere"
+    with pytest.raises(FileNotFoundError, match=str(save_dir / "checkpoints" / "train" / "lorat" / "demo")):
+        resolve_spec("lorat", "demo", save_dir=save_dir)
+    with pytest.raises(ValueError, match="--checkpoint"):
+        resolve_spec("lorat", "demo")  # no save_dir given: nothing is looked up anywhere else
+    source = _perturbed(build_model(DEMO, training=False))
+    final = save_dir / "checkpoints" / "train" / "lorat" / "demo" / "demo_final.pth"
+    final.parent.mkdir(parents=True)
+    export_inference_checkpoint(source, DEMO, final)
+    spec = resolve_spec("lorat", "demo", save_dir=save_dir, device="cpu")
+    assert (spec.checkpoint, spec.backbone_weights) == (str(final.resolve()), None)
+    torch.testing.assert_close(build_tracker(spec).model.state_dict(), source.state_dict(), rtol=0, atol=0)
+
+
+def test_build_tracker_uses_only_resolved_weights():
+    with pytest.raises(ValueError, match="resolve_spec"):
+        build_tracker(TrackerSpec("lorat", "demo"))

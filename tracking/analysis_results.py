@@ -8,6 +8,9 @@
 Several run ids of one tracker are averaged the way the official code does (curves averaged over runs for
 OPE, IoUs pooled for GOT-10k). Results are read from the files every time (no cache).
 
+Each tracker's producer (results/<...>/producer.json: config, checkpoint with its hash, device, precision) is printed
+above the table; run ids produced by different models are refused rather than averaged.
+
 OPE numbers follow the official MATLAB toolkit; `--convention pytracking` instead reproduces the code path of
 the published OSTrack / LoRAT tables (for comparison with them only).
 """
@@ -23,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lib.test.analysis.metrics import CONVENTIONS, format_table  # noqa: E402
 from lib.test.analysis.plots import save_plots  # noqa: E402
 from lib.test.evaluation.analysis import (  # noqa: E402
-    MissingResultsError, TrackerEntry, evaluate_trackers, summary_rows,
+    MissingResultsError, MixedProducersError, TrackerEntry, evaluate_trackers, producer_summary, summary_rows,
 )
 from lib.test.evaluation.datasets import dataset_names, get_dataset  # noqa: E402
 from lib.test.evaluation.environment import env_settings  # noqa: E402
@@ -73,14 +76,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     env = env_settings(args.env_file)
     sequences = get_dataset(args.dataset, env)
+    entries = tracker_entries(args)
     try:
-        evaluations = evaluate_trackers(args.dataset, sequences, tracker_entries(args), env.results_path,
-                                        args.convention)
-    except MissingResultsError as exc:
+        evaluations = evaluate_trackers(args.dataset, sequences, entries, env.results_path, args.convention)
+    except (MissingResultsError, MixedProducersError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows = summary_rows(evaluations)
     print(f"{args.dataset}: {len(sequences)} sequences, {args.convention} convention")
+    for entry in entries:
+        print(f"  produced by {producer_summary(entry, env.results_path)}")
     print(format_table(rows))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@
     python tracking/pack_results.py --script lorat --config base_224_got10k --dataset got10k_test --run_ids 0 1 2
 
 GOT-10k: several run ids go into one zip as <seq>_001/_002/_003.txt. TrackingNet: one zip per run id.
-The zips go to <packed_results_path>/; the result files are not touched.
+The zips go to <packed_results_path>/; the result files are not touched. Run ids produced by different models
+(producer.json: config, checkpoint, backbone) are refused rather than packed together.
 """
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lib.test.evaluation.analysis import (  # noqa: E402
+    MissingResultsError, MixedProducersError, TrackerEntry, check_results_dirs_exist, check_same_model,
+    producer_summary,
+)
 from lib.test.evaluation.datasets import get_dataset  # noqa: E402
 from lib.test.evaluation.environment import env_settings  # noqa: E402
 from lib.test.evaluation.results import tracker_results_dir  # noqa: E402
@@ -40,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     sequences = get_dataset(args.dataset, env)
     out_dir = args.out_dir or Path(env.packed_results_path)
     run_ids = [None] if args.run_ids is None else args.run_ids
+    entry = TrackerEntry(args.script, args.config, None if args.run_ids is None else tuple(args.run_ids))
+    try:
+        check_results_dirs_exist(entry, env.results_path)
+        check_same_model(entry, env.results_path)
+    except (MissingResultsError, MixedProducersError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"produced by {producer_summary(entry, env.results_path)}")
     for group_ids in zip_groups(args.dataset, run_ids):
         group_dirs = [tracker_results_dir(env.results_path, args.script, args.config, i) for i in group_ids]
         suffix = "".join(f"_{i:03d}" for i in group_ids if i is not None)

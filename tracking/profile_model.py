@@ -1,7 +1,7 @@
 """Parameters, MACs and forward speed of a LoRAT variant.
 
-    python tracking/profile_model.py --script lorat --config base_224 [--device cpu|cuda] [--dtype fp32|fp16|bf16]
-                                     [--batch N] [--runs N]
+    python tracking/profile_model.py --script lorat --config base_224 [--device cpu|cuda|cuda:N]
+                                     [--dtype fp32|fp16|bf16] [--batch N] [--runs N]
 """
 from __future__ import annotations
 
@@ -16,36 +16,41 @@ import torch  # noqa: E402
 from lib.config import load_experiment  # noqa: E402
 from lib.models import build_model  # noqa: E402
 from lib.models.profile import count_macs, count_params, measure_latency, sample_inputs  # noqa: E402
+from lib.utils.device import DeviceError, resolve_device  # noqa: E402
+from lib.utils.precision import PRECISIONS  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", default="lorat")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default=None, choices=["fp32", "fp16", "bf16"],
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when a GPU is visible)")
+    parser.add_argument("--dtype", default=None, choices=PRECISIONS,
                         help="autocast dtype; the weights stay fp32. Default: fp16 on GPU (upstream's profiling "
                              "setting, paper Table 2), fp32 on CPU")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=None, help="default: 10 on GPU, 2 on CPU")
     parser.add_argument("--runs", type=int, default=None, help="default: 100 on GPU, 10 on CPU")
     args = parser.parse_args(argv)
-    cuda = args.device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        parser.error("--device cuda, but no CUDA device is visible")
+    try:
+        device = resolve_device(args.device)
+    except DeviceError as exc:
+        parser.error(str(exc))
+    cuda = device.type == "cuda"
     if args.dtype is None:
-        args.dtype = "fp16" if args.device == "cuda" else "fp32"
+        args.dtype = "fp16" if cuda else "fp32"
 
     cfg = load_experiment(args.script, args.config)
     train_counts = count_params(build_model(cfg, training=True))
-    model = build_model(cfg, training=False).to(args.device)
+    model = build_model(cfg, training=False).to(device)
     infer_total = count_params(model).total
     macs = count_macs(model, sample_inputs(cfg, 1))
-    latency = measure_latency(model, sample_inputs(cfg, args.batch, args.device), args.dtype,
+    latency = measure_latency(model, sample_inputs(cfg, args.batch, device), args.dtype,
                               warmup=args.warmup if args.warmup is not None else (10 if cuda else 2),
                               runs=args.runs if args.runs is not None else (100 if cuda else 10))
 
-    device_name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    device_name = torch.cuda.get_device_name(device) if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{args.script}/{args.config}: {cfg.description}")
     print(f"  parameters (training build): {train_counts.total / 1e6:9.2f} M")
     print(f"  trainable:                   {train_counts.trainable / 1e6:9.2f} M  "

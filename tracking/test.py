@@ -2,7 +2,13 @@
 
     python tracking/test.py lorat base_224 --dataset_name lasot --threads 4 --num_gpus 2 --device cuda
 
-Finished sequences are skipped, so an interrupted run is resumed by running the same command again.
+Without --checkpoint a LoRAT config uses the trainer's output under the save_dir of --env_file
+(<save_dir>/checkpoints/train/<script>/<config>/: <config>_final.pth, else the newest checkpoint file).
+
+The results folder records what produced it in producer.json (config, checkpoint and backbone files with their
+SHA-256, device type, precision). Running the same command again resumes: finished sequences are skipped. A run
+whose producer differs (another checkpoint, config or precision) is refused, never mixed into the folder: use
+--runid N for a separate folder, or --force to delete the old results and track again.
 Exits non-zero if any sequence failed (each failure is printed with its traceback at the end).
 """
 from __future__ import annotations
@@ -15,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.test.evaluation.datasets import dataset_names, get_dataset  # noqa: E402
 from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import tracker_results_dir  # noqa: E402
-from lib.test.evaluation.running import TrackerSpec, run_dataset  # noqa: E402
-from lib.test.tracker import TRACKER_BUILDERS  # noqa: E402
+from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir  # noqa: E402
+from lib.test.evaluation.running import run_dataset  # noqa: E402
+from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, resolve_spec  # noqa: E402
+from lib.utils.device import check_gpu_count, resolve_device  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -32,10 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="worker processes (0 = run in this process)")
     parser.add_argument("--num_gpus", type=int, default=1, help="worker k uses GPU k %% num_gpus (with --device cuda)")
     parser.add_argument("--runid", type=int, default=None, help="run id: results go to <config>_<runid:03d>")
-    parser.add_argument("--checkpoint", default=None, help="tracker checkpoint file")
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"tracker checkpoint file, or {RANDOM_WEIGHTS!r} (default: the trained one under the "
+                             f"save_dir of --env_file)")
     parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda (spread over --num_gpus) or cuda:N")
     parser.add_argument("--env_file", default=None, help="evaluation local.py (default lib/test/evaluation/local.py)")
+    parser.add_argument("--force", action="store_true",
+                        help="delete the results folder first (when it holds results of another producer)")
     return parser.parse_args(argv)
 
 
@@ -56,9 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     env = env_settings(args.env_file)
     sequences = select_sequences(get_dataset(args.dataset_name, env), args.sequence)
     results_dir = tracker_results_dir(env.results_path, args.script, args.config, args.runid)
-    spec = TrackerSpec(args.script, args.config, args.checkpoint, args.backbone_weights, args.device)
+    try:
+        resolve_device(args.device)
+        if args.device == "cuda":
+            check_gpu_count(args.num_gpus)
+        spec = resolve_spec(args.script, args.config, args.checkpoint, args.backbone_weights, args.device,
+                            env.save_dir)
+    except KeyError as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from None
+    except (ValueError, FileNotFoundError) as exc:  # DeviceError, ConfigError, CheckpointError are ValueErrors
+        raise SystemExit(f"error: {exc}") from None
     print(f"{args.script}/{args.config} on {args.dataset_name}: {len(sequences)} sequences -> {results_dir}")
-    report = run_dataset(spec, sequences, results_dir, args.threads, args.num_gpus)
+    if spec.checkpoint is not None:
+        backbone = f" on backbone {spec.backbone_weights}" if spec.backbone_weights else ""
+        print(f"weights: {spec.checkpoint}{backbone}")
+    try:
+        report = run_dataset(spec, sequences, results_dir, args.threads, args.num_gpus, force=args.force)
+    except ResultsConflictError as exc:
+        raise SystemExit(f"error: {exc}") from None
     done = len(report.outcomes) - len(report.failures)
     print(f"finished {done}, skipped {len(report.skipped)} already finished, failed {len(report.failures)}")
     for failure in report.failures:

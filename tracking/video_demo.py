@@ -3,7 +3,9 @@
     python tracking/video_demo.py lorat base_224 clip.mp4 --init_box 100 120 40 60 --checkpoint ckpt.pth
     python tracking/video_demo.py opencv_mil default frames_dir/ --init_box 10 10 30 30 --out output/demo
 
-Without --init_box the first box is drawn with the mouse (needs a display and an OpenCV build with GUI).
+Without --init_box the first box is drawn with the mouse (needs a display and an OpenCV build with GUI); the box
+must overlap the first frame. Without --checkpoint a LoRAT config uses the trained one under the save_dir of
+--env_file (as tracking/test.py).
 Outputs: <out>/<name>_<script>_<config>.mp4 (mp4v) and .txt (one x,y,w,h line per frame).
 """
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lib.test.evaluation.datasets import list_images  # noqa: E402
+from lib.test.evaluation.environment import env_settings  # noqa: E402
 from lib.test.evaluation.results import format_boxes  # noqa: E402
-from lib.test.tracker import TRACKER_BUILDERS, build_tracker  # noqa: E402
+from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, build_tracker, resolve_spec, tracker_kind  # noqa: E402
+from lib.utils.device import resolve_device  # noqa: E402
 from lib.utils.image import read_image  # noqa: E402
 from lib.utils.io import atomic_write_text  # noqa: E402
 
@@ -35,9 +39,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="config name, e.g. base_224")
     parser.add_argument("source", type=Path, help="video file or folder of images (sorted by frame number)")
     parser.add_argument("--init_box", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None)
-    parser.add_argument("--checkpoint", default=None)
-    parser.add_argument("--backbone_weights", default=None)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--checkpoint", default=None,
+                        help=f"tracker checkpoint file, or {RANDOM_WEIGHTS!r} (default: the trained one under the "
+                             f"save_dir of --env_file)")
+    parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--env_file", default=None,
+                        help="evaluation local.py whose save_dir holds the trained checkpoint (default "
+                             "lib/test/evaluation/local.py; read only without --checkpoint)")
     parser.add_argument("--out", type=Path, default=Path("output") / "video_demo", help="output folder")
     return parser.parse_args(argv)
 
@@ -104,8 +113,21 @@ def main(argv: list[str] | None = None) -> int:
     first = next(frames, None)
     if first is None:
         raise SystemExit(f"error: {args.source} holds no frames")
+    try:
+        resolve_device(args.device)
+        needs_save_dir = args.checkpoint is None and tracker_kind(args.script).learned
+        save_dir = env_settings(args.env_file).save_dir if needs_save_dir else None
+        tracker = build_tracker(resolve_spec(args.script, args.config, args.checkpoint, args.backbone_weights,
+                                             args.device, save_dir))
+    except KeyError as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from None
+    except (ValueError, FileNotFoundError) as exc:  # DeviceError, ConfigError, CheckpointError are ValueErrors
+        raise SystemExit(f"error: {exc}") from None
     init_box = np.asarray(args.init_box, dtype=np.float64) if args.init_box else select_box(first)
-    tracker = build_tracker(args.script, args.config, args.checkpoint, args.backbone_weights, args.device)
+    try:
+        tracker.initialize(first, init_box.copy())
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"{args.source.stem or args.source.name}_{args.script}_{args.config}"
@@ -117,7 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: cannot write {partial_video} with the mp4v codec")
     boxes = [init_box]
     try:
-        tracker.initialize(first, init_box.copy())
         writer.write(annotate(first, init_box, 0, 1.0))
         for index, image in enumerate(frames, start=1):
             box, confidence = tracker.track(image)

@@ -1,4 +1,7 @@
-"""Score result files of one or several trackers on a dataset (no cache: numbers always come from the files)."""
+"""Score result files of one or several trackers on a dataset (no cache: numbers always come from the files).
+
+Run ids of one tracker are merged only when their producer records (results.PRODUCER_FILE) name the same model.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,7 +13,10 @@ from lib.test.analysis.metrics import (
     PROTOCOL_METRICS, SequenceGT, benchmark_spec, check_convention, evaluate_dataset,
 )
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.results import incomplete_results, read_sequence_boxes, tracker_results_dir
+from lib.test.evaluation.results import (
+    MODEL_IDENTITY, describe_producer, incomplete_results, producer_differences, read_producer, read_sequence_boxes,
+    tracker_results_dir,
+)
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,58 @@ class TrackerEntry:
 
 
 class MissingResultsError(FileNotFoundError):
-    """Some sequences have no (complete) result file; the message lists them per results folder."""
+    """A results folder is absent, or some sequences have no (complete) result file; the message says which."""
+
+
+class MixedProducersError(ValueError):
+    """Run ids to merge were produced by different models (config, checkpoint or backbone)."""
+
+
+def check_results_dirs_exist(entry: TrackerEntry, results_path: str | Path) -> None:
+    """Every results folder of `entry` exists; else an error listing the configs that do have results."""
+    absent = [d for d in entry.results_dirs(results_path) if not d.is_dir()]
+    if not absent:
+        return
+    script_dir = Path(results_path) / entry.script
+    if script_dir.is_dir():
+        found = sorted(p.name for p in script_dir.iterdir() if p.is_dir())
+        where = f"found: {', '.join(found) or 'nothing'}"
+    else:
+        scripts = sorted(p.name for p in Path(results_path).iterdir() if p.is_dir()) if Path(results_path).is_dir() \
+            else []
+        where = f"no results of {entry.script} at all; scripts with results: {', '.join(scripts) or 'none'}"
+    names = ", ".join(f"{entry.script}/{d.name}" for d in absent)
+    raise MissingResultsError(f"no results for {names} under {script_dir} ({where})")
+
+
+def producer_summary(entry: TrackerEntry, results_path: str | Path) -> str:
+    """One line: the producer of `entry`'s results (per run folder when the runs' records differ at all)."""
+    dirs = entry.results_dirs(results_path)
+    lines = [describe_producer(read_producer(d)) for d in dirs]
+    if len(set(lines)) == 1:
+        return f"{entry.name}: {lines[0]}"
+    return f"{entry.name}: " + "; ".join(f"{d.name}: {line}" for d, line in zip(dirs, lines))
+
+
+def check_same_model(entry: TrackerEntry, results_path: str | Path) -> None:
+    """Run ids with producer records naming different models are not merged (folders without a record pass)."""
+    dirs = entry.results_dirs(results_path)
+    records = [(d, r) for d in dirs if (r := read_producer(d)) is not None]
+    for d, record in records[1:]:
+        differences = producer_differences(records[0][1], record, MODEL_IDENTITY)
+        if differences:
+            raise MixedProducersError(
+                f"{entry.name}: {records[0][0].name} and {d.name} were produced by different models, so their "
+                f"scores are not averaged:\n  " + "\n  ".join(differences)
+                + "\nScore them as separate trackers (one analysis per run id).")
 
 
 def load_tracker_results(
     entry: TrackerEntry, sequences: list[Sequence], results_path: str | Path
 ) -> dict[str, list[np.ndarray]]:
     """{sequence name: one (N, 4) xywh array per run}; any missing or incomplete file is an error naming it."""
+    check_results_dirs_exist(entry, results_path)
+    check_same_model(entry, results_path)
     dirs = entry.results_dirs(results_path)
     problems = incomplete_results(dirs, sequences)
     if problems:

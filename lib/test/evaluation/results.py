@@ -5,16 +5,36 @@
 LaSOT files are 1-based like its toolkit and published raw results); `<seq>_time.txt`: seconds per frame.
 Both are written atomically, time file first and box file last, so a box file with one line per frame
 marks a finished sequence.
+
+`<results_path>/<script>/<config>[_<runid:03d>]/producer.json` records what produced the folder's results
+(`lib.test.tracker.producer_record`: tracker, resolved config, weight files with SHA-256, device type, precision).
+It is written before the first sequence is tracked; results of a different producer are never added to the folder.
 """
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.datasets import read_box_file
 from lib.utils.io import atomic_write_text
+
+
+PRODUCER_FILE = "producer.json"
+# Fields that make two producers different; the others (weight file paths, code version, command) are only shown.
+# The GPU index is not recorded: cuda:0 and cuda:1 produce the same results.
+PRODUCER_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256", "device",
+                     "precision")
+# The subset naming the model (merging run ids of one model run on different devices is fine).
+MODEL_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256")
+
+
+class ResultsConflictError(RuntimeError):
+    """The results folder holds results of another (or an unrecorded) producer."""
 
 
 def tracker_results_dir(results_path: str | Path, script: str, config: str, run_id: int | None = None) -> Path:
@@ -97,3 +117,109 @@ def incomplete_results(results_dirs: list[Path], sequences: list[Sequence]) -> l
         if missing:
             problems.append(f"{results_dir / sequences[0].dataset}: {len(missing)} missing: {', '.join(missing)}")
     return problems
+
+
+def producer_file(results_dir: Path) -> Path:
+    return Path(results_dir) / PRODUCER_FILE
+
+
+def read_producer(results_dir: Path) -> dict[str, Any] | None:
+    """The folder's producer record, None when it has none; an unreadable file is an error naming it."""
+    path = producer_file(results_dir)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid producer record ({exc}); delete the folder or rerun with --force") \
+            from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: not a valid producer record (expected a JSON object)")
+    return record
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def _shown(record: dict[str, Any], field: str) -> Any:
+    """A field for a message: hashes shortened and next to their file."""
+    if field.endswith("_sha256"):
+        file_field = field.removesuffix("_sha256")
+        digest = record.get(field)
+        return f"{record.get(file_field)} (sha256 {digest[:12]})" if digest else record.get(file_field)
+    return record.get(field)
+
+
+def producer_differences(old: dict[str, Any], new: dict[str, Any],
+                         fields: tuple[str, ...] = PRODUCER_IDENTITY) -> list[str]:
+    """`field: old -> new` for every identifying field that differs (config keys dotted, e.g. `config.test.amp`)."""
+    lines = []
+    for field in fields:
+        a, b = old.get(field), new.get(field)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            flat_a, flat_b = _flatten(a, field), _flatten(b, field)
+            lines += [f"{k}: {flat_a.get(k, '<absent>')} -> {flat_b.get(k, '<absent>')}"
+                      for k in sorted(set(flat_a) | set(flat_b)) if flat_a.get(k) != flat_b.get(k)]
+        else:
+            name = field.removesuffix("_sha256")
+            lines.append(f"{name}: {_shown(old, field)} -> {_shown(new, field)}")
+    return lines
+
+
+def describe_producer(record: dict[str, Any] | None) -> str:
+    """One line: tracker/config, weights (with short hashes), device and precision, code version."""
+    if record is None:
+        return "unknown (no producer.json: written before producer records, or by another tool)"
+    parts = [f"{record.get('tracker')}/{record.get('config_name')}",
+             f"checkpoint {_shown(record, 'checkpoint_sha256')}"]
+    if record.get("backbone_weights"):
+        parts.append(f"backbone {_shown(record, 'backbone_weights_sha256')}")
+    if record.get("device"):
+        parts.append(f"{record['device']} {record.get('precision')}")
+    if record.get("code_version"):
+        parts.append(f"code {record['code_version']}")
+    return ", ".join(parts)
+
+
+def _result_files(results_dir: Path) -> list[Path]:
+    return sorted(p for p in Path(results_dir).rglob("*.txt") if p.is_file())
+
+
+def claim_results_dir(results_dir: Path, producer: dict[str, Any], force: bool = False) -> None:
+    """Make `results_dir` the home of `producer`'s results before anything is tracked.
+
+    A folder of the same producer is kept (finished sequences are resumed). A folder of another producer, or with
+    results but no record, is an error naming the differences and the way out; `force` deletes it first.
+    """
+    results_dir = Path(results_dir)
+    if force:
+        if results_dir.is_dir():
+            shutil.rmtree(results_dir)
+    else:
+        existing = read_producer(results_dir) if results_dir.is_dir() else None
+        if existing is not None and not producer_differences(existing, producer):
+            return
+        found = _result_files(results_dir) if results_dir.is_dir() else []
+        if existing is not None:
+            what = (f"results of another producer: {describe_producer(existing)}\nDifferences (folder -> this run):\n  "
+                    + "\n  ".join(producer_differences(existing, producer)))
+        elif found:
+            what = (f"{len(found)} result file(s) (e.g. {found[0].relative_to(results_dir)}) but no {PRODUCER_FILE} "
+                    f"saying what produced them")
+        else:
+            what = ""
+        if what:
+            raise ResultsConflictError(
+                f"{results_dir} holds {what}\nThis run would be: {describe_producer(producer)}.\n"
+                f"Results of different producers are never mixed: write to a separate folder with --runid N, or "
+                f"pass --force to delete {results_dir} (every dataset in it) and track again.")
+    results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(producer_file(results_dir), json.dumps(producer, indent=2, sort_keys=True) + "\n")

@@ -3,14 +3,15 @@
 Each worker builds its tracker once and reuses it (`initialize` restarts it per sequence); worker `k` uses
 GPU `k % num_gpus` when the device is `cuda`. A sequence that raises is reported with its traceback while the
 others still run; its files are never written (atomic writes), so a rerun picks it up again and skips the
-finished ones.
+finished ones. Before tracking, the results folder is claimed for the spec's producer (results.claim_results_dir):
+a folder holding another producer's results is refused, never mixed.
 """
 from __future__ import annotations
 
 import queue
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import multiprocessing as mp
@@ -18,22 +19,11 @@ import numpy as np
 from tqdm import tqdm
 
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.results import is_finished, write_sequence_result
-from lib.test.tracker import Tracker, build_tracker
+from lib.test.evaluation.results import claim_results_dir, is_finished, write_sequence_result
+from lib.test.tracker import Tracker, TrackerSpec, build_tracker, producer_record
 from lib.utils.image import read_image
 
 _POLL_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class TrackerSpec:
-    """What to build in each worker (all picklable strings)."""
-
-    script: str
-    config: str
-    checkpoint: str | None = None
-    backbone_weights: str | None = None
-    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -100,7 +90,7 @@ def run_sequence(tracker: Tracker, seq: Sequence, results_dir: Path) -> Sequence
 
 
 def _build(spec: TrackerSpec, device: str) -> Tracker:
-    return build_tracker(spec.script, spec.config, spec.checkpoint, spec.backbone_weights, device)
+    return build_tracker(replace(spec, device=device))
 
 
 def _worker_main(index: int, spec: TrackerSpec, device: str, results_dir: Path, tasks, messages) -> None:
@@ -201,10 +191,16 @@ def _run_workers(
 
 
 def run_dataset(
-    spec: TrackerSpec, sequences: list[Sequence], results_dir: Path, threads: int = 0, num_gpus: int = 1
+    spec: TrackerSpec, sequences: list[Sequence], results_dir: Path, threads: int = 0, num_gpus: int = 1,
+    force: bool = False,
 ) -> RunReport:
-    """Run `spec` on every sequence whose result files are not finished yet (threads=0: in this process)."""
+    """Run `spec` (resolved, see lib.test.tracker.resolve_spec) on every sequence whose result files are not
+    finished yet (threads=0: in this process).
+
+    Raises `ResultsConflictError` when `results_dir` holds results of another producer; `force` deletes them first.
+    """
     results_dir = Path(results_dir)
+    claim_results_dir(results_dir, producer_record(spec), force)
     finished = [is_finished(results_dir, seq) for seq in sequences]
     skipped = [seq.name for seq, done in zip(sequences, finished) if done]
     todo = [seq for seq, done in zip(sequences, finished) if not done]

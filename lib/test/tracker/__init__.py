@@ -1,15 +1,38 @@
-"""Tracker protocol and registry: script name -> builder import path (imported only when used).
+"""Tracker protocol, registry and explicit construction.
 
 A tracker sees the ground truth of frame 0 only (`initialize`); every later frame gets just the image.
-Builders have the signature `(config_name, checkpoint, backbone_weights, device) -> Tracker`.
+
+Construction has two steps so that nothing is looked up behind the caller's back:
+
+```python
+spec = resolve_spec("lorat", "base_224", checkpoint=None, device="cuda", save_dir=env.save_dir)  # the CLI's job
+tracker = build_tracker(spec)  # in each worker; uses exactly the files named in spec
+record = producer_record(spec)  # what the results folder records about the run
+```
+
+Trackers with learned weights (`TrackerKind.learned`) are the LoRAT family: their configs are
+`experiments/<script>/<config>.yaml`, their weights resolve and load through `lib.test.tracker.lorat`, and a new
+script (an ablation, a v2) reuses that tracker class by registering its name here with its own configs.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
+
+from lib.utils.boxes import intersects_image, xywh_to_xyxy
+
+RANDOM_WEIGHTS = "random"
+NO_WEIGHTS = "none (baseline without learned weights)"
+_HASH_CHUNK = 1 << 20
 
 
 class Tracker(Protocol):
@@ -20,21 +43,136 @@ class Tracker(Protocol):
         """Box `x, y, w, h` (float array of shape (4,)) and confidence for the next frame."""
 
 
-TRACKER_BUILDERS: MappingProxyType[str, str] = MappingProxyType(
+@dataclass(frozen=True)
+class TrackerSpec:
+    """A fully resolved tracker (picklable strings, sent to the runner's workers).
+
+    `checkpoint`: a weights file, `RANDOM_WEIGHTS`, or None for trackers without learned weights;
+    `backbone_weights`: the pretrained backbone file the model is built on (None: none needed, or random).
+    """
+
+    script: str
+    config: str
+    checkpoint: str | None = None
+    backbone_weights: str | None = None
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class TrackerKind:
+    """`builder` ("module:function", imported only when used) is called as `builder(cfg, spec)`; `cfg` is the
+    loaded `experiments/<script>/<config>.yaml` for learned trackers and None for baselines."""
+
+    builder: str
+    learned: bool
+
+
+TRACKER_BUILDERS: MappingProxyType[str, TrackerKind] = MappingProxyType(
     {
-        "lorat": "lib.test.tracker.lorat:build_tracker",
-        "static": "lib.test.tracker.baselines:build_static",
-        "opencv_mil": "lib.test.tracker.baselines:build_mil",
+        "lorat": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
+        "static": TrackerKind("lib.test.tracker.baselines:build_static", learned=False),
+        "opencv_mil": TrackerKind("lib.test.tracker.baselines:build_mil", learned=False),
     }
 )
 
 
-def build_tracker(
-    script: str, config: str, checkpoint: str | None = None, backbone_weights: str | None = None, device: str = "cpu"
-) -> Tracker:
-    """Import the builder registered for `script` and build the tracker."""
+def tracker_kind(script: str) -> TrackerKind:
     if script not in TRACKER_BUILDERS:
         raise KeyError(f"unknown tracker script {script!r}; registered: {', '.join(TRACKER_BUILDERS)}")
-    module_name, function_name = TRACKER_BUILDERS[script].split(":")
+    return TRACKER_BUILDERS[script]
+
+
+def _experiment(spec: TrackerSpec):
+    from lib.config import load_experiment
+
+    return load_experiment(spec.script, spec.config)
+
+
+def resolve_spec(script: str, config: str, checkpoint: str | None = None, backbone_weights: str | None = None,
+                 device: str = "cpu", save_dir: str | Path | None = None) -> TrackerSpec:
+    """Fill in the weights a CLI leaves implicit, from the caller's paths only.
+
+    Learned trackers without `checkpoint` use the trainer's output under `save_dir` (`<save_dir>/checkpoints/train/
+    <script>/<config>/`); a checkpoint holding only LoRA/head weights gets the config's pretrained backbone file
+    unless `backbone_weights` names one. Baselines refuse weights.
+    """
+    kind = tracker_kind(script)
+    if not kind.learned:
+        if checkpoint or backbone_weights:
+            raise ValueError(f"the {script} baseline has no weights; drop --checkpoint/--backbone_weights")
+        return TrackerSpec(script, config, device=device)
+    from lib.test.tracker.lorat import resolve_weights
+
+    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device)
+    checkpoint, backbone_weights = resolve_weights(spec, _experiment(spec), save_dir)
+    return replace(spec, checkpoint=checkpoint, backbone_weights=backbone_weights)
+
+
+def build_tracker(spec: TrackerSpec) -> Tracker:
+    """Build the tracker registered for `spec.script` with exactly the weights named in `spec`, on `spec.device`."""
+    kind = tracker_kind(spec.script)
+    if not kind.learned and (spec.checkpoint or spec.backbone_weights):
+        raise ValueError(f"the {spec.script} baseline has no weights; drop --checkpoint/--backbone_weights")
+    if kind.learned and spec.checkpoint is None:
+        raise ValueError(f"{spec.script}/{spec.config}: no checkpoint in the tracker spec; resolve_spec() finds the "
+                         f"default one, or name a file (or {RANDOM_WEIGHTS!r})")
+    module_name, function_name = kind.builder.split(":")
     builder = getattr(importlib.import_module(module_name), function_name)
-    return builder(config, checkpoint, backbone_weights, device)
+    return builder(_experiment(spec) if kind.learned else None, spec)
+
+
+def validated_init_box(image: np.ndarray, box_xywh: np.ndarray) -> np.ndarray:
+    """The initial box as float64 `x, y, w, h`: finite, positive width and height, overlapping `image`."""
+    box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
+    if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
+        raise ValueError(f"initial box {np.asarray(box_xywh).tolist()} must be x, y, w, h: finite with positive "
+                         f"width and height")
+    height, width = image.shape[:2]
+    if not intersects_image(xywh_to_xyxy(box), (width, height)):
+        raise ValueError(f"initial box {box.tolist()} (x, y, w, h) lies outside the {width}x{height} image; "
+                         f"it must overlap the image")
+    return box
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (multi-GB checkpoints never sit in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_version() -> str | None:
+    """`git describe --always --dirty` of this checkout, or None outside git."""
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=Path(__file__).resolve().parents[3],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def producer_record(spec: TrackerSpec) -> dict[str, Any]:
+    """What produces results with `spec`: tracker, resolved config, weight files with their SHA-256, device type and
+    precision, plus the code version and command (shown, not compared; see results.PRODUCER_IDENTITY)."""
+    kind = tracker_kind(spec.script)
+    record: dict[str, Any] = {"tracker": spec.script, "config_name": spec.config, "config": None,
+                              "checkpoint": NO_WEIGHTS, "checkpoint_sha256": None, "backbone_weights": None,
+                              "backbone_weights_sha256": None, "device": None, "precision": None}
+    if kind.learned:
+        from lib.test.tracker.lorat import inference_precision
+
+        cfg = _experiment(spec)
+        device_type = spec.device.split(":")[0]
+        record.update(config=cfg.to_dict(), checkpoint=spec.checkpoint, device=device_type,
+                      precision=inference_precision(cfg, device_type))
+        for field in ("checkpoint", "backbone_weights"):
+            value = getattr(spec, field)
+            if value is not None and value != RANDOM_WEIGHTS:
+                record[field] = str(Path(value).resolve())
+                record[f"{field}_sha256"] = file_sha256(value)
+    record.update(code_version=code_version(), command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    return json.loads(json.dumps(record))  # as it reads back from producer.json (tuples become lists)

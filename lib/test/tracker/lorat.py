@@ -1,40 +1,44 @@
-"""The LoRAT tracker: one template, a SiamFC search crop per frame, Hann-blended argmax (upstream-lorat.md §4).
+"""The LoRAT tracker: one template, a SiamFC search crop per frame, Hann-blended argmax.
+
+Follows upstream's evaluation pipeline (https://github.com/LitingLin/LoRAT, trackit/runners/evaluation/distributed/
+tracker_evaluator/default/pipelines/one_stream/__init__.py and .../components/post_process/box_with_score_map.py).
 
 ```python
-tracker = build_tracker("base_224", checkpoint=None, backbone_weights=None, device="cuda")
+spec = resolve_spec("lorat", "base_224", device="cuda", save_dir=env.save_dir)  # lib.test.tracker
+tracker = build_tracker(spec)
 tracker.initialize(first_frame_rgb, np.array([x, y, w, h]))
 box_xywh, confidence = tracker.track(next_frame_rgb)
 ```
 
-`checkpoint="random"` runs with random weights (smoke tests and speed benchmarks only).
+A checkpoint of `"random"` runs with random weights (smoke tests and speed benchmarks only).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 import torch
 from torch import nn
 
-from lib.config import ExperimentConfig, load_experiment
+from lib.config import ExperimentConfig
 from lib.models import build_model, default_backbone_weights, load_checkpoint, read_state_dict
 from lib.models.checkpoint import canonical_key
-from lib.test.evaluation.environment import env_settings
+from lib.test.tracker import RANDOM_WEIGHTS, TrackerSpec, validated_init_box
 from lib.utils import boxes as box_ops
 from lib.utils.crop import (
     crop_and_resize, crop_box_to_image, image_mean, search_params_for_tracking, siamfc_crop_params,
     template_foreground_mask,
 )
+from lib.utils.image import IMAGENET_MEAN, IMAGENET_STD
 from lib.utils.paths import RunPaths
+from lib.utils.precision import AUTOCAST_DTYPES, autocast
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-RANDOM_WEIGHTS = "random"
 CHECKPOINT_SUFFIXES = (".pth", ".tar", ".pt", ".bin", ".safetensors")
-# cfg.test.amp -> autocast dtype on CUDA (None: plain fp32). CPU always runs in fp32.
-AUTOCAST_DTYPES: MappingProxyType[str, torch.dtype | None] = MappingProxyType(
-    {"fp16": torch.float16, "bf16": torch.bfloat16, "none": None})
+
+
+def inference_precision(cfg: ExperimentConfig, device_type: str) -> str:
+    """`test.amp` on CUDA; the CPU always runs in fp32 (autocast there would only be slower)."""
+    return cfg.test.amp if device_type == "cuda" else "fp32"
 
 
 def hann_window_2d(height: int, width: int) -> torch.Tensor:
@@ -71,7 +75,7 @@ class LoRATTracker:
         self._template_size = (size.template_size, size.template_size)
         self._template_feat = (size.template_feat_size, size.template_feat_size)
         self._search_size = (size.search_size, size.search_size)
-        self._autocast_dtype = AUTOCAST_DTYPES[cfg.test.amp] if self.device.type == "cuda" else None
+        self.precision = inference_precision(cfg, self.device.type)
         # Fused "/255 then ImageNet-normalise": x * 1/(255 std) - mean/std, one op per crop.
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
         self._norm_scale = (1. / (255. * std)).to(self.device)
@@ -91,10 +95,7 @@ class LoRATTracker:
 
     def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
         """Template crop and foreground mask from the frame-0 box; the frame's mean becomes the crop fill."""
-        box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
-        if box.shape != (4,) or not np.all(np.isfinite(box)) or box[2] <= 0 or box[3] <= 0:
-            raise ValueError(f"initial box {box_xywh!r} must be x, y, w, h: finite with positive width and height")
-        box = box_ops.xywh_to_xyxy(box)
+        box = box_ops.xywh_to_xyxy(validated_init_box(image, box_xywh))
         self._fill = image_mean(image)
         scale, translation = siamfc_crop_params(box, self.cfg.test.template_area_factor, self._template_size)
         crop, scale, translation = crop_and_resize(image, scale, translation, self._template_size, self._fill)
@@ -115,8 +116,7 @@ class LoRATTracker:
                                                         self._search_size, self.cfg.test.min_box_size)
         crop, scale, translation = crop_and_resize(image, scale, translation, self._search_size, self._fill)
         self._normalise(crop, self._search[0])
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=self._autocast_dtype,
-                                                    enabled=self._autocast_dtype is not None):
+        with torch.inference_mode(), autocast(self.device.type, self.precision):
             output = self.model(self._template, self._search, self._template_mask)
         box_normalised, confidence = select_prediction(output["score_map"][0], output["boxes"][0], self._window,
                                                        self.cfg.test.window_penalty)
@@ -126,19 +126,18 @@ class LoRATTracker:
         return box_ops.xyxy_to_xywh(box), confidence
 
 
-def default_checkpoint(config_name: str, save_dir: str | Path) -> Path:
-    """The trainer's final export ``<config>_final.pth`` in ``<save_dir>/checkpoints/train/lorat/<config>/``, or
-    else the newest checkpoint file there (by modification time)."""
-    paths = RunPaths.for_run(save_dir, "lorat", config_name)
-    if paths.final_export(config_name).is_file():
-        return paths.final_export(config_name)
+def default_checkpoint(paths: RunPaths, config: str) -> Path:
+    """The trainer's final export `<config>_final.pth` in `paths.checkpoint_dir`, or else the newest checkpoint file
+    there (by modification time)."""
+    if paths.final_export(config).is_file():
+        return paths.final_export(config)
     folder = paths.checkpoint_dir
     found = [p for p in folder.glob("*") if p.is_file() and p.suffix in CHECKPOINT_SUFFIXES]
     if not found:
         raise FileNotFoundError(
-            f"No checkpoint for lorat/{config_name} in {folder}. Train it first, or pass a file with --checkpoint "
-            f"(an official LoRAT release, e.g. LoRAT-{config_name}.bin, or an exported .pth), or "
-            f"--checkpoint {RANDOM_WEIGHTS} for random weights")
+            f"No checkpoint in {folder}. Train it first, or pass a file with --checkpoint (an official LoRAT "
+            f"release, e.g. LoRAT-{config}.bin, or an exported .pth), or --checkpoint {RANDOM_WEIGHTS} for random "
+            f"weights")
     return max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))
 
 
@@ -148,24 +147,35 @@ def checkpoint_needs_backbone(path: str | Path) -> bool:
     return not any(canonical_key(k).startswith("blocks.") and ".lora" not in canonical_key(k) for k in state)
 
 
-def build_tracker(config_name: str, checkpoint: str | None = None, backbone_weights: str | None = None,
-                  device: str = "cpu") -> LoRATTracker:
-    """Merged inference model for ``experiments/lorat/<config_name>.yaml`` with its weights, on ``device``.
+def resolve_weights(spec: TrackerSpec, cfg: ExperimentConfig,
+                    save_dir: str | Path | None) -> tuple[str, str | None]:
+    """(checkpoint, backbone weights) as absolute paths, filled in where `spec` leaves them None.
 
-    ``checkpoint``: a file, None (the newest file in ``<save_dir>/checkpoints/train/lorat/<config>/``, save_dir
-    from lib/test/evaluation/local.py) or ``"random"``. Backbone weights are needed only for LoRA-only files
-    (official releases); None then means ``pretrained/<Meta DINOv2 file>``.
+    No checkpoint: the run's output under `save_dir` (see `default_checkpoint`). A LoRA-only checkpoint (official
+    releases) without backbone weights: the config's pretrained DINOv2 file `pretrained/<Meta file>`.
     """
-    cfg = load_experiment("lorat", config_name)
+    checkpoint, backbone = spec.checkpoint, spec.backbone_weights
+    if checkpoint is None:
+        if save_dir is None:
+            raise ValueError(f"{spec.script}/{spec.config}: no checkpoint given and no save_dir to look for the "
+                             f"trained one in; pass --checkpoint")
+        checkpoint = default_checkpoint(RunPaths.for_run(save_dir, spec.script, spec.config), spec.config)
     if checkpoint == RANDOM_WEIGHTS:
-        model = build_model(cfg, training=False, backbone_weights=backbone_weights)
-    else:
-        if checkpoint is None:
-            path = default_checkpoint(config_name, env_settings().save_dir)
-        else:
-            path = Path(checkpoint)
-        if backbone_weights is None and checkpoint_needs_backbone(path):
-            backbone_weights = default_backbone_weights(cfg)
-        model = build_model(cfg, training=False, backbone_weights=backbone_weights)
-        load_checkpoint(model, path)
-    return LoRATTracker(model.to(device), cfg, device)
+        return checkpoint, None if backbone is None else str(Path(backbone).resolve())
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+    if backbone is None and checkpoint_needs_backbone(checkpoint):
+        backbone = default_backbone_weights(cfg)
+    return str(Path(checkpoint).resolve()), None if backbone is None else str(Path(backbone).resolve())
+
+
+def build_tracker(cfg: ExperimentConfig, spec: TrackerSpec) -> LoRATTracker:
+    """Merged inference model of `cfg` with exactly the weights named in `spec` (resolved), on `spec.device`.
+
+    The model is built on `spec.backbone_weights` (if any) and the checkpoint loaded on top; a checkpoint that
+    leaves model weights unfilled without a backbone file is an error of `load_checkpoint`.
+    """
+    model = build_model(cfg, training=False, backbone_weights=spec.backbone_weights)
+    if spec.checkpoint != RANDOM_WEIGHTS:
+        load_checkpoint(model, spec.checkpoint, backbone_weights=spec.backbone_weights)
+    return LoRATTracker(model.to(spec.device), cfg, spec.device)

@@ -1,6 +1,7 @@
 """Submission zips for the evaluation servers (GOT-10k test, TrackingNet test), built from our result files.
 
-Formats follow the official LoRAT writers (upstream-lorat.md §5.2): boxes are rasterized like upstream
+Formats follow the official LoRAT writers (https://github.com/LitingLin/LoRAT, trackit/data/components/
+result_collector/handler/external_adaptors/got10k.py and trackingnet.py): boxes are rasterized like upstream
 (floor x1, y1; floor(x2 + 1 - 1e-4), floor(y2 + 1 - 1e-4)) unless `rasterize=False`, then written `x,y,w,h`
 comma separated; GOT-10k `%.4f` as `<seq>/<seq>_<rep:03d>.txt` + `<seq>/<seq>_time.txt` (`%.8f`, first run);
 TrackingNet `%.2f` as flat `<seq>.txt`. The zip is written atomically; the result files are left in place.

@@ -1,0 +1,89 @@
+"""Results provenance: producer.json records what produced a results folder; other producers are never mixed in."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from lib.config import ExperimentConfig, load_experiment
+from lib.test.evaluation.data import Sequence
+from lib.test.evaluation.results import (
+    ResultsConflictError, box_file, claim_results_dir, producer_differences, read_producer, write_sequence_result,
+)
+from lib.test.tracker import NO_WEIGHTS, TrackerSpec, file_sha256, producer_record
+
+SEQ = Sequence("s1", ("a.jpg", "b.jpg"), "otb", np.array([[1., 2., 3., 4.]] * 2))
+
+
+def test_file_sha256_matches_known_digests(tmp_path):
+    (tmp_path / "abc").write_bytes(b"abc")  # FIPS 180-2 example
+    assert file_sha256(tmp_path / "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    data = np.random.default_rng(0).bytes(3 * 2 ** 20 + 17)  # several read chunks
+    (tmp_path / "big").write_bytes(data)
+    assert file_sha256(tmp_path / "big") == hashlib.sha256(data).hexdigest()
+
+
+def _lorat_spec(tmp_path, weights: bytes, device: str = "cpu") -> TrackerSpec:
+    path = tmp_path / f"ckpt_{hashlib.md5(weights).hexdigest()[:6]}.pth"
+    path.write_bytes(weights)
+    return TrackerSpec("lorat", "demo", str(path), None, device)
+
+
+def test_record_of_a_learned_tracker(tmp_path):
+    cfg = load_experiment("lorat", "demo")
+    gpu = producer_record(_lorat_spec(tmp_path, b"weights A", "cuda:1"))
+    assert gpu["checkpoint_sha256"] == hashlib.sha256(b"weights A").hexdigest()
+    assert gpu["checkpoint"] == str((tmp_path / f"ckpt_{hashlib.md5(b'weights A').hexdigest()[:6]}.pth").resolve())
+    assert ExperimentConfig.from_dict(gpu["config"]) == cfg and gpu["backbone_weights"] is None
+    assert (gpu["device"], gpu["precision"]) == ("cuda", cfg.test.amp)
+    assert producer_differences(gpu, producer_record(_lorat_spec(tmp_path, b"weights A", "cuda:0"))) == []
+    cpu = producer_record(_lorat_spec(tmp_path, b"weights A", "cpu"))
+    assert (cpu["device"], cpu["precision"]) == ("cpu", "fp32")  # the tracker runs fp32 on the CPU
+    assert producer_differences(gpu, cpu) == ["device: cuda -> cpu", f"precision: {cfg.test.amp} -> fp32"]
+
+
+def test_record_of_a_baseline_says_it_has_no_weights():
+    record = producer_record(TrackerSpec("static", "none", device="cuda"))
+    assert (record["tracker"], record["config_name"], record["checkpoint"]) == ("static", "none", NO_WEIGHTS)
+    assert record["config"] is None and record["checkpoint_sha256"] is None and record["device"] is None
+
+
+def test_config_differences_are_named_by_key():
+    old = {"tracker": "lorat", "config": {"test": {"window_penalty": 0.45, "amp": "fp16"}, "name": "x"}}
+    new = {"tracker": "lorat", "config": {"test": {"window_penalty": 0.5, "amp": "fp16"}, "name": "x"}}
+    assert producer_differences(old, new) == ["config.test.window_penalty: 0.45 -> 0.5"]
+
+
+def test_same_producer_resumes_another_is_refused_and_force_redoes(tmp_path):
+    results_dir = tmp_path / "results" / "lorat" / "demo"
+    first = producer_record(_lorat_spec(tmp_path, b"weights A"))
+    claim_results_dir(results_dir, first)
+    assert read_producer(results_dir) == first
+    write_sequence_result(results_dir, SEQ, SEQ.ground_truth_rect, np.zeros(2))
+    claim_results_dir(results_dir, producer_record(_lorat_spec(tmp_path, b"weights A")))  # same producer: resume
+    assert box_file(results_dir, SEQ).is_file()
+
+    second = producer_record(_lorat_spec(tmp_path, b"weights B"))
+    with pytest.raises(ResultsConflictError) as info:
+        claim_results_dir(results_dir, second)
+    message = str(info.value)
+    assert f"(sha256 {first['checkpoint_sha256'][:12]}) -> " in message
+    assert f"(sha256 {second['checkpoint_sha256'][:12]})" in message
+    assert "--runid N" in message and "--force" in message
+    assert box_file(results_dir, SEQ).is_file() and read_producer(results_dir) == first  # nothing touched
+
+    claim_results_dir(results_dir, second, force=True)
+    assert not box_file(results_dir, SEQ).exists()
+    assert json.loads((results_dir / "producer.json").read_text()) == second
+
+
+def test_results_without_a_record_are_refused(tmp_path):
+    results_dir = tmp_path / "static" / "none"
+    (results_dir / "otb").mkdir(parents=True)  # an empty folder is simply claimed
+    claim_results_dir(results_dir, producer_record(TrackerSpec("static", "none")))
+    (results_dir / "producer.json").unlink()
+    write_sequence_result(results_dir, SEQ, SEQ.ground_truth_rect, np.zeros(2))  # as before producer records
+    with pytest.raises(ResultsConflictError, match=r"2 result file\(s\) \(e.g. otb/s1.txt\) but no producer.json"):
+        claim_results_dir(results_dir, producer_record(TrackerSpec("static", "none")))
