@@ -1,6 +1,6 @@
 """Peak memory of one training step, LoRA vs full fine-tuning (paper Table 8: B-224, 16 samples: 2.4 vs 3.2 GB).
 
-    python benchmarks/train_memory.py [--config base_224] [--batch 16] [--device cpu|cuda] [--amp fp16|bf16|none]
+    python benchmarks/train_memory.py [--config base_224] [--batch 16] [--device cpu|cuda] [--amp fp32|fp16|bf16]
 
 Each mode runs in its own process and does what the trainer does: forward under autocast, loss, backward, gradient
 clipping, AdamW step. One warm-up step creates the optimizer state first, so the figure is the steady-state peak:
@@ -17,7 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from lib.utils.precision import PRECISIONS
+
 
 GIB = 2**30
 
@@ -52,7 +53,7 @@ def one_step(config: str, fft: bool, batch: int, device: str, amp: str) -> dict[
     from lib.models.profile import count_params
     from lib.train.loss import lorat_loss
     from lib.train.optim import build_optimizer
-    from lib.train.trainer import AMP
+    from lib.utils.precision import autocast
 
     cfg = load_experiment("lorat", config + ("_fft" if fft else ""))
     cfg = apply_overrides(cfg, ["model.drop_path=0.0"])
@@ -67,10 +68,9 @@ def one_step(config: str, fft: bool, batch: int, device: str, amp: str) -> dict[
     cells = torch.arange(g * g, device=device).view(g, g)[g // 2 - 1:g // 2 + 1, g // 2 - 1:g // 2 + 1].flatten()
     pos_b = torch.arange(batch, device=device).repeat_interleave(len(cells))
     pos_m = cells.repeat(batch)
-    dtype = AMP[amp]
 
     def step() -> None:
-        with torch.autocast(torch.device(device).type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(torch.device(device).type, amp):
             out = model(z, x, mask)
         loss, _ = lorat_loss(out["score_map"], out["boxes"], gt, pos_b, pos_m, float(len(pos_b)))
         loss.backward()
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="base_224")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--amp", default="none", choices=["fp16", "bf16", "none"],
+    parser.add_argument("--amp", default="fp32", choices=PRECISIONS,
                         help="autocast dtype (the paper's runs use fp16 on GPU)")
     parser.add_argument("--child", choices=["lora", "fft"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
