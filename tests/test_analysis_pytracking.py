@@ -1,5 +1,5 @@
 """OPE metrics in the pytracking convention (pytracking `calc_seq_err_robust`, stark_behavior=True,
-exclude_invalid_frames=False = LoRAT's one_pass_evaluation_compatible; benchmark-metrics.md §3, §7, §8), against
+exclude_invalid_frames=False = LoRAT's one_pass_evaluation_compatible), against
 the default toolkit convention, on hand-worked tiny sequences; plus the API / CLI switch."""
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def both(dataset: str, results, gts) -> tuple[dict, dict]:
 
 
 def test_lasot_with_absent_frames_equals_the_toolkit():
-    # benchmark-metrics.md §3: on 'lasot' pytracking equals the MATLAB toolkit exactly. Random integer GT with
+    # On 'lasot' pytracking (extract_results.py) equals the MATLAB toolkit exactly. Random integer GT with
     # x, y > 0 (valid for both rules), ~15 % absent frames, zero-width predictions (repaired by both) and 2 runs.
     rng = np.random.default_rng(7)
     gts, results = [], {}

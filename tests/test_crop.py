@@ -11,7 +11,7 @@ from lib.utils.crop import (crop_and_resize, crop_box_to_image, image_mean, jitt
 
 
 def _reference_crop(image: np.ndarray, scale, translation, output_size, fill):
-    """upstream-lorat.md §3.4 steps 1-5, literally: whole frame as float32 CHW, NCHW F.interpolate."""
+    """Upstream trackit/core/operator/scale_and_translate.py, literally: whole frame as float32 CHW, NCHW F.interpolate."""
     img = torch.from_numpy(image).permute(2, 0, 1).contiguous().float()
     h, w = img.shape[1:]
     out_w, out_h = output_size

@@ -203,6 +203,7 @@ def test_registry(tmp_path):
 
 
 def test_reads_what_the_synthetic_generator_writes(tmp_path):
+    from fixtures_synthetic import write_coco, write_lasot, write_trackingnet
     from lib.utils import synthetic
 
     spec = synthetic.SyntheticSpec("A", 2, frames=(5, 8), image_size=(64, 48))
@@ -210,10 +211,10 @@ def test_reads_what_the_synthetic_generator_writes(tmp_path):
     env = write_env(tmp_path, tmp_path / "data")
     ds = build_train_dataset("synthetic_a_train", env)  # domain matched case-insensitively
     assert ds.num_sequences() == 2 and ds.read_frame(0, 0).shape == (48, 64, 3)
-    names = synthetic.write_lasot(tmp_path / "lasot", spec, ["airplane"])
+    names = write_lasot(tmp_path / "lasot", spec, ["airplane"])
     assert LaSOT(FolderStore(tmp_path / "lasot"), sequence_names=names).num_sequences() == 2
-    synthetic.write_trackingnet(tmp_path / "tn", spec)
+    write_trackingnet(tmp_path / "tn", spec)
     assert TrackingNet(FolderStore(tmp_path / "tn"), chunks=("TRAIN_0",)).num_sequences() == 2
-    synthetic.write_coco(tmp_path / "coco", spec, crowd_probability=0.0)
+    write_coco(tmp_path / "coco", spec, crowd_probability=0.0)
     coco = COCO(FolderStore(tmp_path / "coco"))
     assert coco.num_sequences() >= 1 and coco.read_frame(0, 0).shape == (48, 64, 3)

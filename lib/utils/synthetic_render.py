@@ -415,7 +415,7 @@ _COLOUR_NAMES = ("red", "orange", "yellow", "lime", "green", "teal", "cyan", "az
                  "pink")
 
 
-def _random_object(rng: np.random.Generator, style: DomainStyle, hue: float, shape: str, texture: str,
+def random_object(rng: np.random.Generator, style: DomainStyle, hue: float, shape: str, texture: str,
                    size: tuple[float, float]) -> Sprite:
     return make_sprite(rng, shape, texture, style.object_colours(rng, hue), size[0], size[1])
 
@@ -449,7 +449,7 @@ def render_sequence(rng: np.random.Generator, style: DomainStyle, params: SceneP
     size = (base * math.sqrt(aspect), base / math.sqrt(aspect))
     hue = rng.uniform(0.0, 1.0)
     shape, texture = str(rng.choice(style.shapes)), str(rng.choice(style.textures))
-    target = _random_object(rng, style, hue, shape, texture, size)
+    target = random_object(rng, style, hue, shape, texture, size)
     target_boxes = object_track(rng, n, frame_w, frame_h, size, style.key_spacing, params.exit_probability, True)
 
     distractors = []
@@ -457,7 +457,7 @@ def render_sequence(rng: np.random.Generator, style: DomainStyle, params: SceneP
         shift = rng.uniform(*style.distractor_hue_shift) * rng.choice((-1.0, 1.0))
         d_size = (size[0] * rng.uniform(0.7, 1.3), size[1] * rng.uniform(0.7, 1.3))
         d_texture = texture if rng.random() < 0.5 else str(rng.choice(style.textures))
-        sprite = _random_object(rng, style, hue + shift, shape, d_texture, d_size)
+        sprite = random_object(rng, style, hue + shift, shape, d_texture, d_size)
         distractors.append((sprite, object_track(rng, n, frame_w, frame_h, d_size, style.key_spacing, 0.3, False)))
 
     occluders = []
@@ -492,50 +492,3 @@ def render_sequence(rng: np.random.Generator, style: DomainStyle, params: SceneP
     colour_name = _COLOUR_NAMES[int(hue * len(_COLOUR_NAMES)) % len(_COLOUR_NAMES)]
     return RenderedSequence(frames, target_boxes, np.clip(in_view, 0.0, 1.0), np.clip(visible, 0.0, 1.0),
                             shape, texture, colour_name, speed)
-
-
-@dataclass(frozen=True)
-class StillObject:
-    category: str
-    mask: np.ndarray  # bool H x W, visible pixels
-    iscrowd: bool
-
-
-def render_still(rng: np.random.Generator, style: DomainStyle, image_size: tuple[int, int],
-                 objects: tuple[int, int], crowd_probability: float) -> tuple[np.ndarray, list[StillObject]]:
-    """A single detection-style image: several objects (later ones on top) and maybe one crowd cluster
-    (a group of small same-shape objects annotated together, drawn first)."""
-    frame_w, frame_h = image_size
-    canvas = BACKGROUNDS[style.background](rng, frame_w, frame_h, style)
-    layers: list[tuple[str, list[Placed], bool]] = []
-    if rng.random() < crowd_probability:
-        shape, texture = str(rng.choice(style.shapes)), str(rng.choice(style.textures))
-        centre = rng.uniform([0.2 * frame_w, 0.2 * frame_h], [0.8 * frame_w, 0.8 * frame_h])
-        members = []
-        for _ in range(int(rng.integers(4, 8))):
-            member = rng.uniform(5.0, 10.0, size=2)
-            corner = centre + rng.normal(0.0, 8.0, 2) - member / 2
-            sprite = _random_object(rng, style, rng.uniform(0.0, 1.0), shape, texture, (member[0], member[1]))
-            members.append(place(sprite, np.concatenate([corner, corner + member])))
-        layers.append((shape, members, True))
-    for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
-        shape, texture = str(rng.choice(style.shapes)), str(rng.choice(style.textures))
-        base = min(frame_w, frame_h) * rng.uniform(0.12, 0.35)
-        aspect = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
-        size = np.array([base * math.sqrt(aspect), base / math.sqrt(aspect)])
-        corner = rng.uniform(-0.2 * size, np.array([frame_w, frame_h]) - 0.8 * size)
-        sprite = _random_object(rng, style, rng.uniform(0.0, 1.0), shape, texture, (size[0], size[1]))
-        layers.append((shape, [place(sprite, np.concatenate([corner, corner + size]))], False))
-
-    alphas = []
-    for _, pieces, _ in layers:
-        coverage = np.zeros((frame_h, frame_w), dtype=np.float32)
-        for piece in pieces:
-            composite(canvas, piece, coverage)
-        alphas.append(coverage)
-    result, above = [], np.zeros((frame_h, frame_w), dtype=np.float32)
-    for (shape, _, crowd), alpha in zip(reversed(layers), reversed(alphas)):
-        result.append(StillObject(shape, alpha * (1.0 - above) > 0.5, crowd))
-        above += alpha * (1.0 - above)
-    result.reverse()
-    return np.clip(canvas + 0.5, 0.0, 255.0).astype(np.uint8), result

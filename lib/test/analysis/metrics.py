@@ -1,20 +1,22 @@
-"""Toolkit-exact single-object-tracking metrics (benchmark-metrics.md).
+"""Toolkit-exact single-object-tracking metrics (the conventions are compared in docs/benchmarks.md).
 
 Two protocols, ``ope`` in two conventions (``toolkit``, the default, and ``pytracking``):
 
 * ``ope``, ``toolkit`` convention — the LaSOT MATLAB toolkit (also used for TNL2K, LaSOT-ext, OTB, UAV, NFS),
-  benchmark-metrics.md §2: frame 1 := GT, invalid predictions repaired from the previous frame, absent frames
+  its `calc_seq_err_robust.m` and `eval_tracker.m`: frame 1 := GT, invalid predictions repaired from the previous frame, absent frames
   are failures with the full denominator, GT boxes with a coordinate that is not > 0 are IoU failures but
-  precision hits, 21 IoU thresholds with ``IoU > t`` (AUC = mean), 51 centre thresholds with ``err <= d``
+  precision hits (a NaN GT row included), 21 IoU thresholds with ``IoU > t`` (AUC = mean), 51 centre thresholds with ``err <= d``
   (P at 20 px, normalised P at 0.20), per-sequence curves averaged over sequences.
-* ``ope``, ``pytracking`` convention (`evaluate_ope_pytracking`, §3, §7) — pytracking's
-  `calc_seq_err_robust` as STARK / OSTrack / LoRAT's `one_pass_evaluation_compatible` run it (w, h > 0 validity,
+* ``ope``, ``pytracking`` convention (`evaluate_ope_pytracking`) — pytracking's
+  `pytracking/analysis/extract_results.py` `calc_seq_err_robust` as STARK / OSTrack / LoRAT's `one_pass_evaluation_compatible` run it (w, h > 0 validity,
   full denominator, every sequence averaged), which produced the published tables. It differs from the toolkit
   where a dataset has invalid or invisible frames outside LaSOT (LaSOT-ext absent frames are normalised-precision
   hits, TNL2K border boxes are scored), so it is for comparison with published numbers only.
-* ``got10k`` — the got10k toolkit's ``ExperimentGOT10k.report`` on the val split (§4): frame 1 dropped, both
+* ``got10k`` — the got10k toolkit's ``ExperimentGOT10k.report`` on the val split (`got10k/experiments/got10k.py`):
+  frame 1 dropped, both
   boxes clipped to the image, frames with ``cover > 0`` only, AO / SR pooled over all frames of all sequences
-  and all repetitions.
+  and all repetitions. A NaN GT box on a scored frame is an error naming the annotation file and line (the
+  toolkit would report AO = NaN).
 
 All inputs are ``x, y, w, h`` float arrays as read from result / annotation files.
 """
@@ -55,6 +57,8 @@ class SequenceGT:
 
     `visible[i] == False` marks frame i as absent (LaSOT: full_occlusion or out_of_view; TNL2K: the toolkit's
     absent files). `image_size` is (W, H) and `cover` the GOT-10k visible-ratio bins; both only for ``got10k``.
+    `source` (the annotation file) and `lines` (the 1-based file line of each row) let an error about the ground
+    truth name the file and line to fix.
     """
 
     name: str
@@ -62,6 +66,8 @@ class SequenceGT:
     visible: np.ndarray | None = None
     image_size: tuple[int, int] | None = None
     cover: np.ndarray | None = None
+    source: str | None = None
+    lines: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         boxes = _as_boxes(self.boxes_xywh, f"ground truth of sequence {self.name!r}")
@@ -69,7 +75,7 @@ class SequenceGT:
         n = len(boxes)
         if n == 0:
             raise ValueError(f"ground truth of sequence {self.name!r} has no frames")
-        for field in ("visible", "cover"):
+        for field in ("visible", "cover", "lines"):
             value = getattr(self, field)
             if value is None:
                 continue
@@ -78,11 +84,19 @@ class SequenceGT:
                 raise ValueError(
                     f"sequence {self.name!r}: {field} has shape {value.shape} but the ground truth has {n} frames"
                 )
-            object.__setattr__(self, field, value.astype(bool) if field == "visible" else value.astype(np.float64))
+            dtypes = {"visible": bool, "cover": np.float64, "lines": np.int64}
+            object.__setattr__(self, field, value.astype(dtypes[field]))
         if self.image_size is not None:
             width, height = self.image_size
             if not (width > 0 and height > 0):
                 raise ValueError(f"sequence {self.name!r}: image_size must be positive (W, H), got {self.image_size}")
+
+
+def gt_rows(gt: SequenceGT, frames: np.ndarray) -> str:
+    """Where the ground-truth rows of 0-based `frames` are: `file:line, line, ...`, else 1-based frame numbers."""
+    if gt.source is None or gt.lines is None:
+        return f"frame(s) {(np.asarray(frames) + 1).tolist()} (1-based) of its ground truth"
+    return f"{gt.source}:{', '.join(str(line) for line in gt.lines[frames])}"
 
 
 @dataclass(frozen=True)
@@ -164,6 +178,11 @@ def ope_sequence_curves(
 
     `coordinate_offset` is added to the x, y of prediction and GT first, to undo a loader's shift (LaSOT is
     loaded 0-based; the toolkit's "x, y > 0" validity rule applies to the 1-based file coordinates).
+
+    Ground-truth rows with a NaN are treated exactly as the toolkit treats them: its validity test
+    (`rect_anno > 0` on all four values) is false for NaN, so such a frame is an IoU failure and a precision and
+    normalised-precision hit (an absent frame stays a failure everywhere), and its prediction is not repaired. The
+    same rule scores UAV123's NaN rows (frames without the target).
     """
     n = len(gt.boxes_xywh)
     pred = _as_boxes(pred_xywh, f"{run_label} of sequence {gt.name!r}")
@@ -288,7 +307,7 @@ def pytracking_sequence_curves(
     coordinate_offset: float = 0.0, run_label: str = "results",
 ) -> SequenceCurves:
     """Curves of one sequence as pytracking's `calc_seq_err_robust` computes them with `stark_behavior=True` and
-    `exclude_invalid_frames=False` (= LoRAT's `one_pass_evaluation_compatible`, benchmark-metrics.md §3, §7).
+    `exclude_invalid_frames=False` (= upstream trackit/LoRAT's `one_pass_evaluation_compatible` handler).
 
     Unlike the toolkit: NaN / negative-size results are refused, only zero-size ones are repaired; a GT frame is
     valid when w, h > 0 and it is visible (x, y are not checked); invalid frames are IoU and precision failures
@@ -296,6 +315,7 @@ def pytracking_sequence_curves(
     the dataset strings 'lasot' (a short result is an error rather than zero-padded; invisible frames fail both
     centre-error curves) and 'uav' (invalid frames are precision hits). `coordinate_offset` as in
     `ope_sequence_curves` (no rule here depends on x, y; it keeps the arithmetic on the file coordinates).
+    A NaN GT row is an invalid frame here (pytracking itself refuses NaN ground truth outside 'uav').
     """
     n = len(gt.boxes_xywh)
     pred = _as_boxes(pred_xywh, f"{run_label} of sequence {gt.name!r}")
@@ -381,6 +401,13 @@ def got10k_sequence_ious(
             "(cover.label); load the sequence with them"
         )
     pred = _as_boxes(pred_xywh, f"{run_label} of sequence {gt.name!r}")
+    kept = gt.cover[1:] > 0
+    gt_nan = np.flatnonzero(np.isnan(gt.boxes_xywh[1:]).any(axis=1) & kept) + 1
+    if len(gt_nan):
+        raise ValueError(
+            f"the ground truth of sequence {gt.name!r} has NaN boxes at {gt_rows(gt, gt_nan)} on frames with "
+            "cover > 0; the got10k toolkit would report AO = NaN, so fix that annotation file"
+        )
     if pred.shape != gt.boxes_xywh.shape:
         raise ValueError(
             f"{run_label} of sequence {gt.name!r} have {len(pred)} boxes but the ground truth has "
@@ -390,7 +417,6 @@ def got10k_sequence_ious(
     width, height = gt.image_size
     ious = _got10k_iou(_clip_to_image(pred[1:] + offset, width, height),
                        _clip_to_image(gt.boxes_xywh[1:] + offset, width, height))
-    kept = gt.cover[1:] > 0
     bad = np.flatnonzero(np.isnan(ious) & kept)
     if len(bad):
         raise ValueError(
@@ -451,9 +477,9 @@ PROTOCOL_METRICS: dict[str, tuple[str, ...]] = {"ope": OPE_METRICS, "got10k": GO
 @dataclass(frozen=True)
 class BenchmarkSpec:
     """How a dataset is scored: its protocols; the x, y shift that undoes the loader's shift of the annotation
-    files (LaSOT files are 1-based and loaded with -1, upstream-lorat.md §5.1); and whether frames with an empty
-    GT box are absent when the loader gives no visibility flags (TNL2K's absent frames carry an empty box,
-    benchmark-metrics.md §2, §9 — otherwise the toolkit's validity rule would count them as precision hits;
+    files (LaSOT files are 1-based and loaded with -1, as upstream trackit/LoRAT does); and whether frames with an
+    empty GT box are absent when the loader gives no visibility flags (TNL2K's absent frames carry an empty box and
+    are listed as absent in the toolkit's absent files — otherwise the toolkit's validity rule would count them as precision hits;
     toolkit convention only). The `pytracking_*` flags are pytracking's dataset-specific branches (see
     `pytracking_sequence_curves`): 'lasot' and 'uav' there."""
 

@@ -1,6 +1,7 @@
-"""LoRAT training-sample processing: crops, augmentation, template mask and labels (upstream-lorat.md §3.4-3.6).
+"""LoRAT training-sample processing: crops, augmentation, template mask and labels (upstream trackit/LoRAT:
+trackit/core/utils/siamfc_cropping.py, trackit/data/methods/siamese_tracker_train/transform/default/).
 
-The steps and the numpy-Generator draw order follow upstream §3.10 exactly, so one seed gives one sample:
+The steps and the numpy-Generator draw order follow upstream's training worker exactly, so one seed gives one sample:
 search-crop jitter tries (``standard_normal(2)``, ``uniform(-1, 1, 2)`` each), flip ``random()`` template then
 search, colour jitter ``permutation(4)`` + 3 ``uniform`` template then search, DeiT-III ``choice(3)`` (+ blur
 radius). Images stay ``HxWx3`` float32 in [0, 1] until the uint8 quantisation of the DeiT-III step, then one
@@ -101,7 +102,8 @@ def quantize(image: np.ndarray) -> np.ndarray:
 # ---- labels ----
 
 def positive_indices(box_in_crop: np.ndarray, crop_size: Sequence[int], feat_size: Sequence[int]) -> np.ndarray:
-    """Row-major flat indices of every response-map cell the (clipped) crop box overlaps (§3.6)."""
+    """Row-major flat indices of every response-map cell the (clipped) crop box overlaps (upstream's
+    box_with_score_map_label_gen plugin)."""
     scaled = np.array(box_in_crop, dtype=np.float64)
     scaled[0::2] *= feat_size[0] / crop_size[0]
     scaled[1::2] *= feat_size[1] / crop_size[1]
@@ -206,7 +208,8 @@ class LoRATProcessing:
 
 
 def collate(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Stack samples into a batch; positives are concatenated with their batch index (§3.6)."""
+    """Stack samples into a batch; positives are concatenated with their batch index (as upstream's
+    box_with_score_map_label_gen plugin)."""
     if len(samples) == 0:
         raise ValueError("cannot collate an empty list of samples")
     positives = [sample['positive_indices'] for sample in samples]

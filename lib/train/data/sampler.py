@@ -1,5 +1,6 @@
-"""Per-epoch sequence picking and template/search pair sampling, as upstream (upstream-lorat.md §3.2, §3.3,
-§3.10), with the same numpy draw order so a (seed, rank, epoch, job index) gives the same pair.
+"""Per-epoch sequence picking and template/search pair sampling, as upstream (trackit/LoRAT:
+trackit/data/sampling/per_sequence/random/sampler.py, trackit/data/sampling/utils/dataset_sampling_weight.py,
+trackit/data/methods/siamese_tracker_train/worker.py), with the same numpy draw order so a (seed, rank, epoch, job index) gives the same pair.
 
 * `SequencePicker`: each dataset gets `int(w * samples_per_epoch)` slots (the last one the remainder), filled
   by concatenated random permutations of its sequences; all slots are then permuted globally. One generator
