@@ -28,6 +28,9 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from lib.datasets.synthetic import NAME_FORM as SYNTHETIC_NAME_FORM
+from lib.datasets.synthetic import is_synthetic_name, parse_synthetic_name
+
 OVERLAP_THRESHOLDS = np.arange(21) / 20.0  # 0, 0.05, ..., 1 (correctly rounded k/20)
 CENTER_THRESHOLDS = np.arange(51, dtype=np.float64)  # 0, 1, ..., 50 px
 NORM_CENTER_THRESHOLDS = np.arange(51) / 100.0  # 0, 0.01, ..., 0.50
@@ -503,7 +506,6 @@ SERVER_SCORED: dict[str, str] = {
     "got10k_test": "GOT-10k test is scored by the GOT-10k evaluation server: pack the results and upload them",
     "trackingnet": "TrackingNet test is scored by the TrackingNet evaluation server: pack the results and upload them",
 }
-_SYNTHETIC_PREFIX = "synthetic_"
 _SYNTHETIC_SPEC = BenchmarkSpec(("got10k", "ope"))  # GOT-10k layout, scored both ways
 
 
@@ -511,13 +513,14 @@ def benchmark_spec(dataset_name: str) -> BenchmarkSpec:
     """The scoring spec of a dataset name (`synthetic_<domain>_<split>` -> got10k and ope)."""
     if dataset_name in BENCHMARKS:
         return BENCHMARKS[dataset_name]
-    if dataset_name.startswith(_SYNTHETIC_PREFIX):
+    if is_synthetic_name(dataset_name):
+        parse_synthetic_name(dataset_name)  # a malformed name is an error here too
         return _SYNTHETIC_SPEC
     if dataset_name in SERVER_SCORED:
         raise ValueError(SERVER_SCORED[dataset_name])
     raise KeyError(
         f"no metric protocol for dataset {dataset_name!r}; known: {', '.join(sorted(BENCHMARKS))}, "
-        f"{_SYNTHETIC_PREFIX}<domain>_<split>"
+        f"{SYNTHETIC_NAME_FORM}"
     )
 
 
