@@ -87,3 +87,14 @@ def test_results_without_a_record_are_refused(tmp_path):
     write_sequence_result(results_dir, SEQ, SEQ.ground_truth_rect, np.zeros(2))  # as before producer records
     with pytest.raises(ResultsConflictError, match=r"2 result file\(s\) \(e.g. otb/s1.txt\) but no producer.json"):
         claim_results_dir(results_dir, producer_record(TrackerSpec("static", "none")))
+
+
+def test_an_unreadable_record_is_refused_and_force_replaces_it(tmp_path):
+    results_dir = tmp_path / "static" / "none"
+    results_dir.mkdir(parents=True)
+    (results_dir / "producer.json").write_text('{"tracker": "static", ')  # cut short by another tool
+    record = producer_record(TrackerSpec("static", "none"))
+    with pytest.raises(ResultsConflictError, match="producer.json: not a valid producer record"):
+        claim_results_dir(results_dir, record)
+    claim_results_dir(results_dir, record, force=True)
+    assert read_producer(results_dir) == record

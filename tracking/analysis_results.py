@@ -30,6 +30,7 @@ from lib.test.evaluation.analysis import (  # noqa: E402
 )
 from lib.test.evaluation.datasets import dataset_names, get_dataset  # noqa: E402
 from lib.test.evaluation.environment import env_settings  # noqa: E402
+from lib.test.evaluation.results import ResultsConflictError  # noqa: E402
 from lib.utils.io import atomic_write_text  # noqa: E402
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     entries = tracker_entries(args)
     try:
         evaluations = evaluate_trackers(args.dataset, sequences, entries, env.results_path, args.convention)
-    except (MissingResultsError, MixedProducersError) as exc:
+    except (MissingResultsError, MixedProducersError, ResultsConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     rows = summary_rows(evaluations)

@@ -21,7 +21,7 @@ from lib.test.evaluation.analysis import (  # noqa: E402
 )
 from lib.test.evaluation.datasets import get_dataset  # noqa: E402
 from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import tracker_results_dir  # noqa: E402
+from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir  # noqa: E402
 from lib.test.utils.packing import PACKERS, pack_results, zip_groups  # noqa: E402
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_results_dirs_exist(entry, env.results_path)
         check_same_model(entry, env.results_path)
-    except (MissingResultsError, MixedProducersError) as exc:
+    except (MissingResultsError, MixedProducersError, ResultsConflictError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"produced by {producer_summary(entry, env.results_path)}")

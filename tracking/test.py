@@ -46,7 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda (spread over --num_gpus) or cuda:N")
     parser.add_argument("--env_file", default=None, help="evaluation local.py (default lib/test/evaluation/local.py)")
     parser.add_argument("--force", action="store_true",
-                        help="delete the results folder first (when it holds results of another producer)")
+                        help="delete the results folder (every dataset in it) first and track again: the way to "
+                             "replace results of another producer")
     return parser.parse_args(argv)
 
 

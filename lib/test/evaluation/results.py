@@ -130,11 +130,12 @@ def read_producer(results_dir: Path) -> dict[str, Any] | None:
         return None
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a valid producer record ({exc}); delete the folder or rerun with --force") \
-            from None
+    except ValueError as exc:  # also UnicodeDecodeError
+        raise ResultsConflictError(f"{path}: not a valid producer record ({exc}); its results cannot be attributed: "
+                                   f"rerun with --force to delete them, or use --runid N") from None
     if not isinstance(record, dict):
-        raise ValueError(f"{path}: not a valid producer record (expected a JSON object)")
+        raise ResultsConflictError(f"{path}: not a valid producer record (expected a JSON object); rerun with "
+                                   f"--force to delete its results, or use --runid N")
     return record
 
 

@@ -24,11 +24,14 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from lib.utils.boxes import intersects_image, xywh_to_xyxy
+
+if TYPE_CHECKING:
+    from lib.config import ExperimentConfig
 
 RANDOM_WEIGHTS = "random"
 NO_WEIGHTS = "none (baseline without learned weights)"
@@ -82,10 +85,17 @@ def tracker_kind(script: str) -> TrackerKind:
     return TRACKER_BUILDERS[script]
 
 
-def _experiment(spec: TrackerSpec):
+def _experiment(spec: TrackerSpec) -> ExperimentConfig:
     from lib.config import load_experiment
 
     return load_experiment(spec.script, spec.config)
+
+
+def _checked_kind(spec: TrackerSpec) -> TrackerKind:
+    kind = tracker_kind(spec.script)
+    if not kind.learned and (spec.checkpoint or spec.backbone_weights):
+        raise ValueError(f"the {spec.script} baseline has no weights; drop --checkpoint/--backbone_weights")
+    return kind
 
 
 def resolve_spec(script: str, config: str, checkpoint: str | None = None, backbone_weights: str | None = None,
@@ -96,23 +106,18 @@ def resolve_spec(script: str, config: str, checkpoint: str | None = None, backbo
     <script>/<config>/`); a checkpoint holding only LoRA/head weights gets the config's pretrained backbone file
     unless `backbone_weights` names one. Baselines refuse weights.
     """
-    kind = tracker_kind(script)
-    if not kind.learned:
-        if checkpoint or backbone_weights:
-            raise ValueError(f"the {script} baseline has no weights; drop --checkpoint/--backbone_weights")
-        return TrackerSpec(script, config, device=device)
+    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device)
+    if not _checked_kind(spec).learned:
+        return spec
     from lib.test.tracker.lorat import resolve_weights
 
-    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device)
     checkpoint, backbone_weights = resolve_weights(spec, _experiment(spec), save_dir)
     return replace(spec, checkpoint=checkpoint, backbone_weights=backbone_weights)
 
 
 def build_tracker(spec: TrackerSpec) -> Tracker:
     """Build the tracker registered for `spec.script` with exactly the weights named in `spec`, on `spec.device`."""
-    kind = tracker_kind(spec.script)
-    if not kind.learned and (spec.checkpoint or spec.backbone_weights):
-        raise ValueError(f"the {spec.script} baseline has no weights; drop --checkpoint/--backbone_weights")
+    kind = _checked_kind(spec)
     if kind.learned and spec.checkpoint is None:
         raise ValueError(f"{spec.script}/{spec.config}: no checkpoint in the tracker spec; resolve_spec() finds the "
                          f"default one, or name a file (or {RANDOM_WEIGHTS!r})")
