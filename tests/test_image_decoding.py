@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -108,3 +110,26 @@ def test_training_counts_a_damaged_jpeg_as_an_unreadable_frame(tmp_path, caplog)
         items = [pairs[i] for i in range(40)]
     assert len(items) == 40 and pairs.read_failures > 0
     assert "GOT-10k_Train_000001/00000002.jpg" in caplog.text and "damaged JPEG" in caplog.text
+
+
+def test_damaged_jpeg_is_detected_in_a_process_without_stderr(tmp_path):
+    # A detached process may have file descriptor 2 closed; libjpeg's warning must still be caught (and fd 2 is
+    # left closed, as it was).
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(damaged_middle(jpeg_bytes()))
+    script = (
+        "import os, sys\n"
+        "os.close(2)\n"
+        "from lib.utils.image import read_image\n"
+        "try:\n"
+        f"    read_image({str(path)!r})\n"
+        "except ValueError as exc:\n"
+        "    print('detected' if 'damaged JPEG' in str(exc) else exc)\n"
+        "try:\n"
+        "    os.fstat(2)\n"
+        "    print('fd2 open')\n"
+        "except OSError:\n"
+        "    print('fd2 closed')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["detected", "fd2", "closed"], run.stdout + run.stderr

@@ -30,15 +30,22 @@ _STDERR_REDIRECT = threading.Lock()
 def _imdecode_capturing_stderr(buf: np.ndarray, flags: int) -> tuple[np.ndarray | None, str]:
     """cv2.imdecode, plus whatever the C libraries wrote to stderr meanwhile."""
     with _STDERR_REDIRECT, tempfile.TemporaryFile() as capture:
-        saved = os.dup(2)
+        try:
+            saved: int | None = os.dup(2)
+        except OSError:  # no stderr (a detached process): libjpeg's warnings still land in the capture file
+            saved = None
         try:
             os.dup2(capture.fileno(), 2)
             try:
                 image = cv2.imdecode(buf, flags)
             finally:
-                os.dup2(saved, 2)
+                if saved is None:
+                    os.close(2)
+                else:
+                    os.dup2(saved, 2)
         finally:
-            os.close(saved)
+            if saved is not None:
+                os.close(saved)
         capture.seek(0)
         return image, capture.read().decode("utf-8", errors="replace")
 
