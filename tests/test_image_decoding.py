@@ -133,3 +133,27 @@ def test_damaged_jpeg_is_detected_in_a_process_without_stderr(tmp_path):
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert run.stdout.split() == ["detected", "fd2", "closed"], run.stdout + run.stderr
+
+
+class _StaticTracker:
+    def initialize(self, image, box_xywh):
+        self.box = box_xywh
+
+    def track(self, image):
+        return self.box, 1.0
+
+
+def test_tracking_fails_the_sequence_naming_the_damaged_frame(tmp_path):
+    from lib.test.evaluation.data import Sequence
+    from lib.test.evaluation.running import run_sequence
+
+    frames = []
+    for i in range(3):
+        path = tmp_path / "seq" / f"{i + 1:08d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(damaged_middle(jpeg_bytes()) if i == 2 else jpeg_bytes(64, 48))
+        frames.append(str(path))
+    seq = Sequence("seq", tuple(frames), "synthetic_a_test", np.array([[5.0, 5.0, 10.0, 10.0]] * 3))
+    outcome = run_sequence(_StaticTracker(), seq, tmp_path / "results")
+    assert outcome.error is not None and f"{frames[2]} is a damaged JPEG" in outcome.error
+    assert not (tmp_path / "results" / "seq.txt").exists()
