@@ -10,12 +10,11 @@ from lib.test.evaluation.datasets import SPLITS_DIR, get_dataset, read_box_file,
 from test_eval_helpers import make_env, make_got10k_split, write_boxes, write_frame
 
 
-def _write_lasot_seq(seq_dir: Path, gt: np.ndarray, occlusion: list[int], out_of_view: list[int],
-                     frames: int | None = None) -> None:
-    """A LaSOT-layout sequence with `frames` (default: one per box) empty placeholder images."""
+def _write_lasot_seq(seq_dir: Path, gt: np.ndarray, occlusion: list[int], out_of_view: list[int]) -> None:
+    """A LaSOT-layout sequence with one empty placeholder image per box (the loader only counts them)."""
     write_boxes(seq_dir / "groundtruth.txt", gt)
     (seq_dir / "img").mkdir(parents=True, exist_ok=True)
-    for i in range(len(gt) if frames is None else frames):
+    for i in range(len(gt)):
         (seq_dir / "img" / f"{i + 1:08d}.jpg").touch()
     (seq_dir / "full_occlusion.txt").write_text(",".join(map(str, occlusion)) + "\n")
     (seq_dir / "out_of_view.txt").write_text(",".join(map(str, out_of_view)) + "\n")
