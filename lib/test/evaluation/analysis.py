@@ -106,7 +106,8 @@ def sequence_gt(seq: Sequence) -> SequenceGT:
     """The metric module's view of a sequence (image size only where the GOT-10k protocol needs it)."""
     needs_size = seq.cover is not None
     return SequenceGT(seq.name, seq.ground_truth_rect, visible=seq.visible,
-                      image_size=seq.image_size if needs_size else None, cover=seq.cover)
+                      image_size=seq.image_size if needs_size else None, cover=seq.cover,
+                      source=seq.gt_source, lines=seq.gt_lines)
 
 
 def evaluate_trackers(

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lib.test.evaluation.data import Sequence
-from lib.test.evaluation.datasets import read_box_file
+from lib.datasets.text import read_box_file
 from lib.utils.io import atomic_write_text
 
 
