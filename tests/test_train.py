@@ -1,6 +1,7 @@
 """End-to-end training on a tiny synthetic GOT-10k-layout dataset: resume, DDP equivalence, exports."""
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -354,3 +355,44 @@ def test_the_experiment_script_selects_the_actor_and_its_batch_keys_are_checked(
         trainer._step_loss(batch)
     with pytest.raises(ValueError, match="no training actor for experiment script 'lorat_v9'; known: lorat"):
         build_actor("lorat_v9", trainer.forward_model, "cpu", "fp32")
+
+
+def _launcher():
+    spec = importlib.util.spec_from_file_location("train_launcher", ROOT / "tracking" / "train.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_max_restarts_is_torchrun_s_and_needs_it(capsys):
+    launcher = _launcher()
+    with pytest.raises(SystemExit):
+        launcher.main(["--config", "demo", "--mode", "single", "--max_restarts", "2"])
+    assert "--max_restarts needs torchrun: use --mode multiple (with --nproc_per_node 1" in capsys.readouterr().err
+
+
+def test_a_worker_that_dies_is_restarted_and_the_group_resumes_to_the_same_weights(tmp_path, env_file):
+    """torchrun --max-restarts (tracking/train.py --max_restarts 1) with rank 1 of 2 dying at the start of epoch 2:
+    the restarted group resumes after epoch 1 and ends exactly where an uninterrupted 2-process run ends."""
+    launcher = _launcher()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
+           "CRASH_ONCE_MARKER": str(tmp_path / "crashed")}
+    runs = {}
+    for name, worker in (("uninterrupted", ["-m", "lib.train.run_training"]),
+                         ("restarted", [str(ROOT / "tests" / "crash_once_worker.py")])):
+        args, rest = launcher.parse_args(
+            ["--config", "demo", "--mode", "multiple", "--nproc_per_node", "2", "--max_restarts", "1",
+             "--save_dir", str(tmp_path / name), "--env_file", str(env_file), "--cpu", "--set", *FAST])
+        command = launcher.build_command(args, rest)
+        start = command.index("lib.train.run_training") - 1  # "-m lib.train.run_training", after torchrun's flags
+        command[start:start + 2] = worker
+        runs[name] = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
+    assert (tmp_path / "crashed").exists() and "restart" in runs["restarted"].stderr.lower()
+    log = RunPaths.for_run(tmp_path / "restarted", "lorat", "demo").log_file.read_text()
+    assert "resumed from" in log and "checkpoint_ep0001.pth (epoch 1 done" in log
+    a = _trainable(RunPaths.for_run(tmp_path / "uninterrupted", "lorat", "demo").checkpoint(2))
+    b = _trainable(RunPaths.for_run(tmp_path / "restarted", "lorat", "demo").checkpoint(2))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
