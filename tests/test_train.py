@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,8 @@ def test_lora_stage_and_official_export_round_trip(tmp_path, env_file):
                               "--cpu", "--init_checkpoint", str(stage1), "--set", *FAST, "train.epochs=1"]) == 0
     paths = RunPaths.for_run(tmp_path, "lorat", "demo_lora")
     cfg = apply_overrides(load_experiment("lorat", "demo_lora"), FAST)
+    assert re.search(rf"initial weights: loaded \d+ tensors from {re.escape(str(stage1))}; \d+ adapter tensors at "
+                     rf"their initialisation", paths.log_file.read_text())
 
     trainable = _trainable(paths.checkpoint(1))
     assert trainable and all(".lora" in k or k.startswith(("head.", "token_type_embed")) for k in trainable)
@@ -153,7 +156,7 @@ def test_lora_stage_and_official_export_round_trip(tmp_path, env_file):
     load_checkpoint(merged, paths.final_export("demo_lora"))
     official = build_model(cfg, training=False)
     load_checkpoint(official, stage1)  # the frozen base: stage 1's weights
-    report = load_checkpoint(official, paths.official_export("demo_lora"))
+    report = load_checkpoint(official, paths.official_export("demo_lora"), backbone_weights=stage1)
     assert report.lora_scaling == 1.0 and len(report.merged_lora) == 6 * 6
     with torch.no_grad():
         a, b = merged(*inputs), official(*inputs)

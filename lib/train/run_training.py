@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         base = resolve_base(cfg, args.backbone_weights, args.init_checkpoint)
         model = build_model(cfg, training=True, backbone_weights=base["backbone_weights"])
         if base["init_checkpoint"]:
-            load_checkpoint(model, base["init_checkpoint"])
+            report = load_checkpoint(model, base["init_checkpoint"], backbone_weights=base["backbone_weights"])
+            log.info("initial weights: %s", report.summary())
         model.to(dist.device)
         env = env_settings(args.env_file)
         train_pairs = make_pairs(cfg, cfg.data.train, cfg.data.samples_per_epoch, cfg.train.seed, dist, env)
