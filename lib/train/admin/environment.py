@@ -5,14 +5,22 @@ it never rewrites it. A missing/broken/incomplete file is an error naming the fi
 that is empty or points at a missing folder is reported only when it is actually needed
 (`settings.require("lasot_dir")`), so a user without LaSOT can still train on GOT-10k.
 
+Fields that older generated files set but nothing reads (`RETIRED_FIELDS`) still load, with a warning that says
+where that setting lives now, so an edited value is not silently ignored.
+
 `PathSettings` and `load_python_file` are shared with `lib/test/evaluation/environment.py`.
 """
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import ClassVar
+
+from lib.utils.paths import PRETRAINED_DIR
+
+logger = logging.getLogger("lorat.env")
 
 FIX_COMMAND = (
     "python tracking/create_default_local_file.py --workspace_dir . --data_dir ./data --save_dir ./output"
@@ -22,8 +30,6 @@ DEFAULT_LOCAL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "l
 # field -> (root, sub-path): root is "W" (workspace_dir), "D" (data_dir) or "S" (save_dir).
 TRAIN_FIELDS: dict[str, tuple[str, str]] = {
     "workspace_dir": ("W", ""),
-    "tensorboard_dir": ("S", "tensorboard"),
-    "pretrained_networks": ("W", "pretrained"),
     "lasot_dir": ("D", "lasot"),
     "got10k_dir": ("D", "got10k"),
     "trackingnet_dir": ("D", "trackingnet"),
@@ -35,6 +41,12 @@ TRAIN_FIELDS: dict[str, tuple[str, str]] = {
     "synthetic_dir": ("D", "synthetic"),
     "save_dir": ("S", ""),
 }
+
+# field -> where that setting lives instead (the one home of the concept)
+RETIRED_FIELDS: MappingProxyType[str, str] = MappingProxyType({
+    "pretrained_networks": f"backbone weights are read from {PRETRAINED_DIR} or from --backbone_weights",
+    "tensorboard_dir": "tensorboard logs go to <--save_dir>/tensorboard/train/<script>/<config>",
+})
 
 
 class PathSettings:
@@ -141,6 +153,10 @@ def env_settings(path: str | None = None) -> EnvironmentSettings:
     settings = EnvironmentSettings()
     object.__setattr__(settings, "source", path)
     for name, value in vars(local).items():
+        if name in RETIRED_FIELDS:
+            logger.warning("%s sets %s, which is not used: %s. Delete that line to silence this warning.", path,
+                           name, RETIRED_FIELDS[name])
+            continue
         if name not in TRAIN_FIELDS:
             raise ValueError(
                 f"{path} sets an unknown field {name!r} (typo?); known fields: {', '.join(TRAIN_FIELDS)}"
