@@ -9,7 +9,15 @@ from lib.utils import distributed
 
 
 @pytest.fixture
-def calls(monkeypatch) -> dict:
+def torchrun_store(monkeypatch) -> dist.Store:
+    """The key-value store torchrun's agent serves (one for all restarts), as an in-process store."""
+    store = dist.HashStore()
+    monkeypatch.setattr(dist, "rendezvous", lambda url, rank, world_size, **kw: iter([(store, rank, world_size)]))
+    return store
+
+
+@pytest.fixture
+def calls(monkeypatch, torchrun_store) -> dict:
     recorded: dict = {}
     monkeypatch.setattr(dist, "init_process_group",
                         lambda backend, **kw: recorded.update(backend=backend, device_id=kw.get("device_id")))
@@ -47,3 +55,19 @@ def test_single_process_starts_no_group(monkeypatch, calls):
     info = distributed.init_distributed()
     assert calls == {} and not info.distributed and info.device == torch.device("cpu")
     assert distributed.all_reduce_mean({"loss": 2.5}, info.device) == {"loss": 2.5}
+
+
+def test_each_restart_of_the_worker_group_meets_under_its_own_keys(monkeypatch, torchrun_store):
+    """torchrun --max-restarts keeps its store: a restarted group must not read the keys of the failed one."""
+    stores = []
+    monkeypatch.setattr(dist, "init_process_group", lambda backend, **kw: stores.append(kw["store"]))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    _torchrun_env(monkeypatch, rank=0, local_rank=0, world=2)
+    for restart in ("0", "1"):
+        monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", restart)
+        distributed.init_distributed(force_cpu=True)
+    first, restarted = stores
+    first.set("rank1_address", "10.0.0.9:4242")  # what a rank of the failed group published
+    assert first.check(["rank1_address"]) and not restarted.check(["rank1_address"])
+    restarted.set("rank1_address", "10.0.0.9:5353")
+    assert first.get("rank1_address") == b"10.0.0.9:4242"

@@ -367,6 +367,19 @@ def _launcher():
     return module
 
 
+def _run_process_group(command: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run torchrun; on a hang, SIGTERM it, which makes it stop its workers too (none is left behind)."""
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.communicate(timeout=60)
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
 def test_max_restarts_is_torchrun_s_and_needs_it(capsys):
     launcher = _launcher()
     with pytest.raises(SystemExit):
@@ -389,7 +402,7 @@ def test_a_worker_that_dies_is_restarted_and_the_group_resumes_to_the_same_weigh
         command = launcher.build_command(args, rest)
         start = command.index("lib.train.run_training") - 1  # "-m lib.train.run_training", after torchrun's flags
         command[start:start + 2] = worker
-        runs[name] = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        runs[name] = _run_process_group(command, env)
         assert runs[name].returncode == 0, runs[name].stderr[-3000:]
     assert (tmp_path / "crashed").exists() and "restart" in runs["restarted"].stderr.lower()
     log = RunPaths.for_run(tmp_path / "restarted", "lorat", "demo").log_file.read_text()

@@ -28,7 +28,8 @@ class DistInfo:
 def init_distributed(force_cpu: bool = False) -> DistInfo:
     """Read RANK/LOCAL_RANK/WORLD_SIZE (set by torchrun) and start the process group: NCCL on GPUs, gloo on CPU.
 
-    Without torchrun's variables this is a single process on `cuda:0` (or the CPU).
+    Without torchrun's variables this is a single process on `cuda:0` (or the CPU). Each restart of a worker group
+    (torchrun's TORCHELASTIC_RESTART_COUNT) meets under its own key prefix in torchrun's store.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -38,7 +39,13 @@ def init_distributed(force_cpu: bool = False) -> DistInfo:
         torch.cuda.set_device(local_rank)
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30),
+        timeout = timedelta(minutes=30)
+        store, _, _ = next(dist.rendezvous("env://", rank, world_size, timeout=timeout))
+        # torchrun keeps one key-value store for all restarts of a worker group (--max-restarts); a restarted
+        # group that read the keys its failed predecessor left there would wait for peers that are gone
+        round_ = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.PrefixStore(f"lorat/round{round_}", store),
+                                rank=rank, world_size=world_size, timeout=timeout,
                                 device_id=device if use_cuda else None)
     return DistInfo(rank, local_rank, world_size, device)
 
