@@ -81,8 +81,12 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    name: str  # key of lib.train.dataset.TRAIN_DATASETS
+    """A registered dataset by `name`, or your own folder: `name` (any label), `format` and `root` together."""
+
+    name: str  # key of lib.train.dataset.TRAIN_DATASETS, or the label of a custom dataset
     weight: float = 1.0
+    format: Optional[Annotated[str, OneOf("lib.datasets:FORMATS")]] = None  # on-disk layout of a custom dataset
+    root: Optional[str] = None  # folder of a custom dataset
 
 
 @dataclass(frozen=True)
