@@ -21,17 +21,15 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.test.analysis.metrics import CONVENTIONS, format_table  # noqa: E402
-from lib.test.analysis.plots import save_plots  # noqa: E402
-from lib.test.evaluation.analysis import (  # noqa: E402
+from lib.test.analysis.metrics import CONVENTIONS, format_table
+from lib.test.analysis.plots import save_plots
+from lib.test.evaluation.analysis import (
     MissingResultsError, MixedProducersError, TrackerEntry, evaluate_trackers, producer_summary, summary_rows,
 )
-from lib.test.evaluation.datasets import dataset_names, get_dataset  # noqa: E402
-from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import ResultsConflictError  # noqa: E402
-from lib.utils.io import atomic_write_text  # noqa: E402
+from lib.test.evaluation.datasets import dataset_names, get_dataset
+from lib.test.evaluation.environment import env_settings
+from lib.test.evaluation.results import ResultsConflictError
+from lib.utils.io import atomic_write_text
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,15 +9,10 @@ Train with the packed datasets by passing use_lmdb to the dataset builder. The L
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from lib.train.admin.environment import env_settings  # noqa: E402
-from lib.utils.lmdb_store import pack_folder_to_lmdb  # noqa: E402
+from lib.train.admin.environment import env_settings
+from lib.utils.lmdb_store import pack_folder_to_lmdb
 
 # dataset -> (folder field, LMDB field) of lib/train/admin/local.py
 DATASET_FIELDS = {

@@ -10,13 +10,9 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-
-from lib.test.evaluation import environment as test_env  # noqa: E402
-from lib.train.admin import environment as train_env  # noqa: E402
-from lib.utils.io import atomic_write_text  # noqa: E402
+from lib.test.evaluation import environment as test_env
+from lib.train.admin import environment as train_env
+from lib.utils.io import atomic_write_text
 
 
 def create_default_local_files(

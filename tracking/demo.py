@@ -20,8 +20,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
 from lib.config import apply_overrides, load_experiment
 from lib.models import build_model
 from lib.models.profile import count_params
@@ -31,9 +29,12 @@ from lib.test.evaluation.analysis import TrackerEntry, evaluate_trackers
 from lib.test.evaluation.datasets import get_dataset
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import tracker_results_dir
-from lib.test.evaluation.running import TrackerSpec, run_dataset
+from lib.test.evaluation.running import run_dataset
+from lib.test.tracker import TrackerSpec
 from lib.utils.paths import RunPaths
 from lib.utils.synthetic import ensure_demo_data
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLES_PER_SECOND = 70  # training throughput assumed for --minutes (measured on an idle 2-core CPU)
 METRICS = ("AUC", "Precision", "NormPrecision", "AO", "SR0.5")

@@ -13,16 +13,14 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.test.evaluation.analysis import (  # noqa: E402
+from lib.test.evaluation.analysis import (
     MissingResultsError, MixedProducersError, TrackerEntry, check_results_dirs_exist, check_same_model,
     producer_summary,
 )
-from lib.test.evaluation.datasets import get_dataset  # noqa: E402
-from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir  # noqa: E402
-from lib.test.utils.packing import PACKERS, pack_results, zip_groups  # noqa: E402
+from lib.test.evaluation.datasets import get_dataset
+from lib.test.evaluation.environment import env_settings
+from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir
+from lib.test.utils.packing import PACKERS, pack_results, zip_groups
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

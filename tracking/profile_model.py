@@ -6,18 +6,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from lib.config import load_experiment  # noqa: E402
-from lib.models import build_model  # noqa: E402
-from lib.models.profile import count_macs, count_params, measure_latency, sample_inputs  # noqa: E402
-from lib.utils.device import DeviceError, resolve_device  # noqa: E402
-from lib.utils.precision import PRECISIONS  # noqa: E402
+from lib.config import load_experiment
+from lib.models import build_model
+from lib.models.profile import count_macs, count_params, measure_latency, sample_inputs
+from lib.utils.device import DeviceError, resolve_device
+from lib.utils.precision import PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> None:

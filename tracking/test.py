@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.test.evaluation.datasets import dataset_names, get_dataset  # noqa: E402
-from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir  # noqa: E402
-from lib.test.evaluation.running import run_dataset  # noqa: E402
-from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, resolve_spec  # noqa: E402
-from lib.utils.device import check_gpu_count, resolve_device  # noqa: E402
+from lib.test.evaluation.datasets import dataset_names, get_dataset
+from lib.test.evaluation.environment import env_settings
+from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir
+from lib.test.evaluation.running import run_dataset
+from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, resolve_spec
+from lib.utils.device import check_gpu_count, resolve_device
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,15 +19,13 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from lib.test.evaluation.datasets import list_images  # noqa: E402
-from lib.test.evaluation.environment import env_settings  # noqa: E402
-from lib.test.evaluation.results import format_boxes  # noqa: E402
-from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, build_tracker, resolve_spec, tracker_kind  # noqa: E402
-from lib.utils.device import resolve_device  # noqa: E402
-from lib.utils.image import read_image  # noqa: E402
-from lib.utils.io import atomic_write_text  # noqa: E402
+from lib.test.evaluation.datasets import list_images
+from lib.test.evaluation.environment import env_settings
+from lib.test.evaluation.results import format_boxes
+from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, build_tracker, resolve_spec, tracker_kind
+from lib.utils.device import resolve_device
+from lib.utils.image import read_image
+from lib.utils.io import atomic_write_text
 
 FOLDER_FPS = 30.0
 
