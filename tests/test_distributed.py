@@ -71,3 +71,23 @@ def test_each_restart_of_the_worker_group_meets_under_its_own_keys(monkeypatch, 
     assert first.check(["rank1_address"]) and not restarted.check(["rank1_address"])
     restarted.set("rank1_address", "10.0.0.9:5353")
     assert first.get("rank1_address") == b"10.0.0.9:4242"
+
+
+CASES = [((7, 7), True), ((0, 7), False), ((-3, 3), False)]  # per-rank values, whether they agree
+
+
+def _agreement(rank: int, store_file: str, out: dict) -> None:
+    dist.init_process_group("gloo", store=dist.FileStore(store_file, 2), rank=rank, world_size=2)
+    try:
+        out[rank] = [distributed.same_on_all_ranks(values[rank], torch.device("cpu")) for values, _ in CASES]
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ranks_check_that_they_resumed_from_the_same_step(tmp_path):
+    """Two gloo processes: a rank that found no checkpoint (step 0) next to one that resumed must be noticed."""
+    with torch.multiprocessing.Manager() as manager:
+        out = manager.dict()
+        torch.multiprocessing.spawn(_agreement, args=(str(tmp_path / "store"), out), nprocs=2)
+        expected = [agree for _, agree in CASES]
+        assert dict(out) == {0: expected, 1: expected}

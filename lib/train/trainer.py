@@ -30,7 +30,7 @@ from lib.train.data.pairs import TrainingPairs
 from lib.train.data.processing import collate
 from lib.train.actor import build_actor
 from lib.train.optim import WarmupCosineSchedule, build_optimizer
-from lib.utils.distributed import DistInfo, all_reduce_mean, barrier
+from lib.utils.distributed import DistInfo, all_reduce_mean, barrier, same_on_all_ranks
 from lib.utils.io import atomic_torch_save, remove_stale_temp_files
 from lib.utils.paths import RunPaths
 from lib.utils.precision import AUTOCAST_DTYPES
@@ -135,7 +135,11 @@ class Trainer:
             listing = "; ".join(f"{p} ({why})" for p, why in damaged)
             raise RuntimeError(f"no readable checkpoint in {paths.checkpoint_dir}: {listing}. Nothing was changed. "
                                f"Restore a good copy, or move these files away to train this run from scratch.")
-        barrier()  # every rank has read its checkpoint before rank 0 renames the damaged ones
+        # every rank has read its checkpoint before rank 0 renames the damaged ones; and all read the same one
+        # (a --save_dir that is not shared between nodes would otherwise mix a resumed rank with fresh ones)
+        if not same_on_all_ranks(self.global_step, self.device):
+            raise RuntimeError(f"the ranks found different checkpoints in {paths.checkpoint_dir} (rank "
+                               f"{self.run.dist.rank}: {chosen or 'none'}); every node must see the same --save_dir")
         if main:
             for path, _ in damaged:
                 aside = _free_name(path.with_name(path.name + CORRUPT_SUFFIX))

@@ -59,6 +59,15 @@ def barrier() -> None:
         dist.barrier()
 
 
+def same_on_all_ranks(value: int, device: torch.device) -> bool:
+    """Whether every rank passed the same `value` (always True on one process)."""
+    if not is_initialized():
+        return True
+    t = torch.tensor([value, -value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t[0].item() == -t[1].item()
+
+
 def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average a dict of scalars over all ranks (identity on one process). Every rank must pass the same keys."""
     if not is_initialized() or not values:
