@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib.utils.image import decode_image, read_image
 from lib.utils import io as io_module
+from lib.utils.image import decode_image, read_image
 from lib.utils.io import atomic_torch_save, atomic_write_bytes, atomic_write_text, remove_stale_temp_files
 
 

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     command = build_command(args, passthrough)
     print(" ".join(command), flush=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(command, env=env).returncode
+    return subprocess.run(command, env=env, check=False).returncode
 
 
 if __name__ == "__main__":

@@ -26,9 +26,9 @@ from tqdm import tqdm
 from lib.config import ExperimentConfig
 from lib.models import export_inference_checkpoint, merge_for_inference, trainable_state_dict
 from lib.models.checkpoint import save_official_checkpoint
+from lib.train.actor import build_actor
 from lib.train.data.pairs import TrainingPairs
 from lib.train.data.processing import collate
-from lib.train.actor import build_actor
 from lib.train.optim import WarmupCosineSchedule, build_optimizer
 from lib.utils.distributed import DistInfo, all_reduce_mean, barrier, same_on_all_ranks
 from lib.utils.io import atomic_torch_save, remove_stale_temp_files
@@ -133,8 +133,8 @@ class Trainer:
             break
         if damaged and chosen is None:
             listing = "; ".join(f"{p} ({why})" for p, why in damaged)
-            raise RuntimeError(f"no readable checkpoint in {paths.checkpoint_dir}: {listing}. Nothing was changed. "
-                               f"Restore a good copy, or move these files away to train this run from scratch.")
+            raise RuntimeError(f"no readable checkpoint in {paths.checkpoint_dir}: {listing}. They were left as they "
+                               f"are. Restore a good copy, or move these files away to train this run from scratch.")
         # every rank has read its checkpoint before rank 0 renames the damaged ones; and all read the same one
         # (a --save_dir that is not shared between nodes would otherwise mix a resumed rank with fresh ones)
         if not same_on_all_ranks(self.global_step, self.device):

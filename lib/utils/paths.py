@@ -20,7 +20,7 @@ class RunPaths:
     tensorboard_dir: Path
 
     @classmethod
-    def for_run(cls, save_dir: str | Path, script: str, config: str) -> "RunPaths":
+    def for_run(cls, save_dir: str | Path, script: str, config: str) -> RunPaths:
         save_dir = Path(save_dir)
         return cls(save_dir / "checkpoints" / "train" / script / config, save_dir / "logs" / f"{script}-{config}.log",
                    save_dir / "tensorboard" / "train" / script / config)
