@@ -29,7 +29,8 @@ def test_generated_files_hold_the_contract_fields(tmp_path):
     test = load_test_env(str(tmp_path / "test_local.py"))
     ws, data, out = str(tmp_path / "ws"), str(tmp_path / "data"), str(tmp_path / "out")  # relative data dir made absolute
     assert train.workspace_dir == ws and train.save_dir == out
-    assert train.tensorboard_dir == f"{out}/tensorboard" and train.pretrained_networks == f"{ws}/pretrained"
+    assert "tensorboard_dir" not in TRAIN_FIELDS and "pretrained_networks" not in TRAIN_FIELDS  # retired (one home)
+    assert train.custom_datasets == {} and test.custom_datasets == {}  # your own datasets: none declared yet
     assert train.got10k_dir == f"{data}/got10k" and train.coco_lmdb_dir == f"{data}/coco_lmdb"
     assert train.synthetic_dir == f"{data}/synthetic"
     assert all(os.path.isabs(getattr(train, f)) for f in TRAIN_FIELDS)

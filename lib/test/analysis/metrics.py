@@ -507,12 +507,24 @@ SERVER_SCORED: dict[str, str] = {
     "trackingnet": "TrackingNet test is scored by the TrackingNet evaluation server: pack the results and upload them",
 }
 _SYNTHETIC_SPEC = BenchmarkSpec(("got10k", "ope"))  # GOT-10k layout, scored both ways
+# Your own datasets (local.py's custom_datasets), scored by one-pass evaluation; get_dataset registers each name it
+# reads, so scoring a custom dataset needs no edit here.
+_CUSTOM_BENCHMARKS: dict[str, BenchmarkSpec] = {}
+
+
+def register_custom_benchmark(dataset_name: str) -> None:
+    """Score the custom dataset `dataset_name` with one-pass evaluation (ope); a benchmark's name is refused."""
+    if dataset_name in BENCHMARKS or dataset_name in SERVER_SCORED or is_synthetic_name(dataset_name):
+        raise ValueError(f"custom dataset name {dataset_name!r} is a benchmark's name; rename it in local.py")
+    _CUSTOM_BENCHMARKS[dataset_name] = BenchmarkSpec(("ope",))
 
 
 def benchmark_spec(dataset_name: str) -> BenchmarkSpec:
     """The scoring spec of a dataset name (`synthetic_<domain>_<split>` -> got10k and ope)."""
     if dataset_name in BENCHMARKS:
         return BENCHMARKS[dataset_name]
+    if dataset_name in _CUSTOM_BENCHMARKS:
+        return _CUSTOM_BENCHMARKS[dataset_name]
     if is_synthetic_name(dataset_name):
         parse_synthetic_name(dataset_name)  # a malformed name is an error here too
         return _SYNTHETIC_SPEC

@@ -6,6 +6,7 @@ its LaSOT / LaSOT_Extension loaders): LaSOT boxes are 1-based in the files and a
 files get the +1 back, `Sequence.file_offset`); LaSOT-extension, GOT-10k, TrackingNet, TNL2K, OTB, UAV123 and NfS
 are used as they are in the files. Visibility: LaSOT / LaSOT-ext `visible = not full_occlusion and not
 out_of_view`; GOT-10k-layout sets (GOT-10k val, synthetic) `visible = absence == 0` plus their `cover` labels.
+Your own datasets are declared by name in local.py's `custom_datasets` (lib/datasets/custom.py).
 Every sequence must have one frame per annotated box (an error names the sequence and both counts), except the
 documented dataset facts below: GOT-10k test and TrackingNet test publish the first box only, OTB and UAV123 use
 frame ranges of their image folders, NfS subsamples 240-fps annotations and trims a one-row difference.
@@ -18,9 +19,11 @@ from typing import Callable
 import numpy as np
 
 from lib.datasets import got10k, lasot, trackingnet
+from lib.datasets.custom import CustomDataset, read_custom
 from lib.datasets.frames import check_frame_count, image_names
 from lib.datasets.synthetic import NAME_FORM, domain_dir, is_synthetic_name, parse_synthetic_name
 from lib.datasets.text import BoxFile, read_box_file, read_boxes, read_name_list, row_line_numbers
+from lib.test.analysis.metrics import register_custom_benchmark
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.environment import EnvSettings, env_settings
 from lib.utils.lmdb_store import FolderStore
@@ -226,6 +229,21 @@ def load_nfs(env: EnvSettings) -> list[Sequence]:
     return sequences
 
 
+def load_custom(name: str, custom: CustomDataset) -> list[Sequence]:
+    """Your own dataset folder (local.py's `custom_datasets`), in its files' coordinates; scored with ope."""
+    root = Path(custom.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"custom dataset {name!r}: folder {root} does not exist; fix its 'root' in local.py")
+    store = FolderStore(root)
+    sequences = [
+        _sequence(seq.name, tuple(store.describe(f) for f in seq.frames), name, seq.boxes, visible=seq.visible,
+                  cover=seq.cover)
+        for seq in read_custom(custom.format, store, name)
+    ]
+    register_custom_benchmark(name)
+    return sequences
+
+
 DATASETS: dict[str, Callable[..., list[Sequence]]] = {
     "lasot": load_lasot,
     "lasot_extension_subset": load_lasot_extension_subset,
@@ -247,9 +265,15 @@ def dataset_names() -> list[str]:
 def get_dataset(name: str, env: EnvSettings | None = None) -> list[Sequence]:
     """All sequences of benchmark `name`, read with the path settings `env` (default: local.py)."""
     env = env_settings() if env is None else env
+    custom = env.custom_dataset(name)
+    if custom is not None:
+        if name in DATASETS or is_synthetic_name(name):
+            raise ValueError(f"{env.source}: custom_datasets declares {name!r}, a benchmark's name; rename it")
+        return load_custom(name, custom)
     if is_synthetic_name(name):
         synthetic = parse_synthetic_name(name)
         return load_synthetic(env, synthetic.domain, synthetic.split)
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, or a folder of your own "
+                       f"declared in {env.source}'s custom_datasets")
     return DATASETS[name](env)

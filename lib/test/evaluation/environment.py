@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-from lib.train.admin.environment import FIX_COMMAND, PathSettings, load_python_file, resolve_fields
+from lib.train.admin.environment import (
+    CUSTOM_DATASETS_HINT, FIX_COMMAND, PathSettings, load_python_file, resolve_fields,
+)
 
 DEFAULT_LOCAL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "local.py")
 
@@ -50,6 +52,7 @@ def local_file_source(workspace_dir: str, data_dir: str, save_dir: str) -> str:
         "    settings = EnvSettings()",
     ]
     lines += [f"    settings.{name} = {value!r}" for name, value in values.items()]
+    lines += [f"    # {CUSTOM_DATASETS_HINT}", "    settings.custom_datasets = {}"]
     lines.append("    return settings")
     return "\n".join(lines) + "\n"
 

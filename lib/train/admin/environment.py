@@ -8,6 +8,9 @@ that is empty or points at a missing folder is reported only when it is actually
 Fields that older generated files set but nothing reads (`RETIRED_FIELDS`) still load, with a warning that says
 where that setting lives now, so an edited value is not silently ignored.
 
+Besides the path fields, a local.py may declare `custom_datasets` (your own dataset folders by name, see
+lib/datasets/custom.py); older files without it load with none.
+
 `PathSettings` and `load_python_file` are shared with `lib/test/evaluation/environment.py`.
 """
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 from types import MappingProxyType, ModuleType
 from typing import ClassVar
 
+from lib.datasets.custom import CustomDataset, parse_custom_datasets
 from lib.utils.paths import PRETRAINED_DIR
 
 logger = logging.getLogger("lorat.env")
@@ -49,18 +53,25 @@ RETIRED_FIELDS: MappingProxyType[str, str] = MappingProxyType({
 })
 
 
+CUSTOM_DATASETS_FIELD = "custom_datasets"
+CUSTOM_DATASETS_HINT = ("your own dataset folders by name, e.g. {'my_drones': {'format': 'got10k', 'root': "
+                        "'/data/my_drones'}}; formats: lib/datasets/custom.py")
+
+
 class PathSettings:
-    """A fixed set of string path fields; assigning an unknown name is an error (catches typos)."""
+    """A fixed set of string path fields, plus `custom_datasets`; assigning an unknown name is an error (catches
+    typos)."""
 
     FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
         object.__setattr__(self, "source", "<not loaded from a file>")
+        object.__setattr__(self, CUSTOM_DATASETS_FIELD, {})
         for name in self.FIELDS:
             object.__setattr__(self, name, None)
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name not in self.FIELDS:
+        if name not in self.FIELDS and name != CUSTOM_DATASETS_FIELD:
             raise AttributeError(
                 f"{type(self).__name__} has no field {name!r} (typo?); known fields: {', '.join(self.FIELDS)}"
             )
@@ -77,6 +88,11 @@ class PathSettings:
                 )
             if not isinstance(value, str):
                 raise ValueError(f"{self.source}: field {name!r} must be a string path, got {value!r}")
+        parse_custom_datasets(getattr(self, CUSTOM_DATASETS_FIELD), self.source)
+
+    def custom_dataset(self, name: str) -> CustomDataset | None:
+        """The custom dataset local.py declares as `name`, else None."""
+        return parse_custom_datasets(getattr(self, CUSTOM_DATASETS_FIELD), self.source).get(name)
 
     def require(self, name: str) -> str:
         """Return field `name`, which must be a non-empty path to an existing folder."""
@@ -124,6 +140,7 @@ def local_file_source(workspace_dir: str, data_dir: str, save_dir: str) -> str:
         "    def __init__(self) -> None:",
     ]
     lines += [f"        self.{name} = {value!r}" for name, value in values.items()]
+    lines += [f"        # {CUSTOM_DATASETS_HINT}", "        self.custom_datasets = {}"]
     return "\n".join(lines) + "\n"
 
 
@@ -157,7 +174,7 @@ def env_settings(path: str | None = None) -> EnvironmentSettings:
             logger.warning("%s sets %s, which is not used: %s. Delete that line to silence this warning.", path,
                            name, RETIRED_FIELDS[name])
             continue
-        if name not in TRAIN_FIELDS:
+        if name not in TRAIN_FIELDS and name != CUSTOM_DATASETS_FIELD:
             raise ValueError(
                 f"{path} sets an unknown field {name!r} (typo?); known fields: {', '.join(TRAIN_FIELDS)}"
             )

@@ -3,15 +3,23 @@
 `build_train_dataset(name, env, use_lmdb)` returns a TrackingDataset reading either the dataset folder or
 its LMDB (built by tracking/build_lmdb.py) through the same parser. `synthetic_<domain>_<split>` names read
 the GOT-10k layout at `<synthetic_dir>/<domain>/<split>`.
+
+Your own data (lib/datasets/custom.py) is named either by an experiment's data entry with `format` and `root`
+(`{name: my_drones, format: got10k, root: /data/my_drones, weight: 1}`) or by a plain name that local.py's
+`custom_datasets` declares. Custom folders are always read from disk (`use_lmdb` applies to registered datasets).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
+from lib.config import DatasetEntry
+from lib.datasets.custom import CustomDataset
 from lib.train.admin.environment import EnvironmentSettings
 from lib.train.dataset.base import SequenceInfo, Track, TrackingDataset
 from lib.train.dataset.coco import COCO
+from lib.train.dataset.custom import CustomFolder
 from lib.train.dataset.got10k import GOT10k
 from lib.train.dataset.lasot import LaSOT
 from lib.train.dataset.trackingnet import TrackingNet
@@ -47,13 +55,36 @@ def _build_synthetic(name: str, env: EnvironmentSettings, use_lmdb: bool) -> Tra
     return GOT10k(open_store(str(folder), use_lmdb=False), name, parsed.split)
 
 
-def build_train_dataset(name: str, env: EnvironmentSettings, use_lmdb: bool = False) -> TrackingDataset:
-    """Build the training dataset registered as `name`, reading folders or LMDBs named in `env`."""
+def _custom_spec(entry: DatasetEntry | str, env: EnvironmentSettings) -> CustomDataset | None:
+    """The custom folder an entry names (its own `format` + `root`, or local.py's `custom_datasets`), else None."""
+    if isinstance(entry, DatasetEntry) and (entry.format is not None or entry.root is not None):
+        if entry.format is None or entry.root is None:
+            raise ValueError(f"data entry {entry.name!r}: a custom dataset needs both 'format' and 'root' "
+                             f"(e.g. {{name: {entry.name}, format: got10k, root: /data/{entry.name}, weight: 1}})")
+        return CustomDataset(entry.format, entry.root)
+    name = entry.name if isinstance(entry, DatasetEntry) else entry
+    declared = env.custom_dataset(name)
+    if declared is not None and (name in TRAIN_DATASETS or is_synthetic_name(name)):
+        raise ValueError(f"{env.source}: custom_datasets declares {name!r}, a registered dataset name; rename it")
+    return declared
+
+
+def build_train_dataset(entry: DatasetEntry | str, env: EnvironmentSettings, use_lmdb: bool = False
+                        ) -> TrackingDataset:
+    """Build the training dataset of a data entry (or a bare name): a custom folder, or the dataset registered
+    under that name, reading folders or LMDBs named in `env`."""
+    name = entry.name if isinstance(entry, DatasetEntry) else entry
+    custom = _custom_spec(entry, env)
+    if custom is not None:
+        if not os.path.isdir(custom.root):
+            raise FileNotFoundError(f"custom dataset {name!r}: folder {custom.root} does not exist; fix its 'root'")
+        return CustomFolder(open_store(custom.root, use_lmdb=False), name, custom.format)
     if is_synthetic_name(name):
         return _build_synthetic(name, env, use_lmdb)
     if name not in TRAIN_DATASETS:
         raise KeyError(
-            f"unknown training dataset {name!r}; known: {', '.join(TRAIN_DATASETS)}, {NAME_FORM}"
+            f"unknown training dataset {name!r}; known: {', '.join(TRAIN_DATASETS)}, {NAME_FORM}, or your own "
+            f"folder (give the entry 'format' and 'root', or declare it in {env.source}'s custom_datasets)"
         )
     spec = TRAIN_DATASETS[name]
     root = env.require(spec.lmdb_field if use_lmdb else spec.folder_field)
@@ -61,6 +92,6 @@ def build_train_dataset(name: str, env: EnvironmentSettings, use_lmdb: bool = Fa
 
 
 __all__ = [
-    "COCO", "GOT10k", "LaSOT", "TrackingNet", "SequenceInfo", "Track", "TrackingDataset", "DatasetSpec",
+    "COCO", "CustomFolder", "GOT10k", "LaSOT", "TrackingNet", "SequenceInfo", "Track", "TrackingDataset", "DatasetSpec",
     "TRAIN_DATASETS", "build_train_dataset",
 ]
