@@ -11,16 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_eval_helpers import (
+    make_env,
+    moving_boxes,
+    write_boxes,
+    write_frame,
+    write_local_file,
+)
 
 from lib.config import DatasetEntry, apply_overrides, load_experiment
-from lib.datasets.synthetic import domain_dir
-from lib.train.admin.environment import EnvironmentSettings, TRAIN_FIELDS
-from lib.train import run_training
-from lib.train.dataset import build_train_dataset
 from lib.test.evaluation.datasets import get_dataset
+from lib.train import run_training
+from lib.train.admin.environment import TRAIN_FIELDS, EnvironmentSettings
+from lib.train.dataset import build_train_dataset
 from lib.utils.distributed import DistInfo
 from lib.utils.synthetic import SyntheticSpec, write_got10k
-from test_eval_helpers import make_env, moving_boxes, write_boxes, write_frame, write_local_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +106,7 @@ def test_train_py_trains_a_declared_custom_dataset_without_code(folders, tmp_pat
     made = subprocess.run([sys.executable, "tracking/create_default_local_file.py", "--workspace_dir", str(ROOT),
                            "--data_dir", str(tmp_path), "--save_dir", str(tmp_path / "output"),
                            "--train_local", str(tmp_path / "train_local.py"),
-                           "--test_local", str(tmp_path / "test_local.py")], cwd=ROOT, capture_output=True, text=True)
+                           "--test_local", str(tmp_path / "test_local.py")], cwd=ROOT, capture_output=True, text=True, check=False)
     assert made.returncode == 0, made.stderr
     local = tmp_path / "train_local.py"
     local.write_text(local.read_text().replace(
@@ -160,7 +165,7 @@ def test_test_py_and_analysis_run_a_custom_dataset_by_name(tmp_path):
 
     def run(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, *args, "--env_file", str(local)], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=120, check=False)
 
     tracked = run("tracking/test.py", "static", "none", "--dataset_name", "drones")
     assert tracked.returncode == 0, tracked.stderr

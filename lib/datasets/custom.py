@@ -13,9 +13,9 @@ files' coordinates, 0-based x, y (unlike the LaSOT benchmark itself, whose 1-bas
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Callable
 
 import numpy as np
 

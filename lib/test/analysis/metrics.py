@@ -23,8 +23,8 @@ All inputs are ``x, y, w, h`` float arrays as read from result / annotation file
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 

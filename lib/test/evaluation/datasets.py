@@ -13,16 +13,27 @@ frame ranges of their image folders, NfS subsamples 240-fps annotations and trim
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from lib.datasets import got10k, lasot, trackingnet
 from lib.datasets.custom import CustomDataset, read_custom
 from lib.datasets.frames import check_frame_count, image_names
-from lib.datasets.synthetic import NAME_FORM, domain_dir, is_synthetic_name, parse_synthetic_name
-from lib.datasets.text import BoxFile, read_box_file, read_boxes, read_name_list, row_line_numbers
+from lib.datasets.synthetic import (
+    NAME_FORM,
+    domain_dir,
+    is_synthetic_name,
+    parse_synthetic_name,
+)
+from lib.datasets.text import (
+    BoxFile,
+    read_box_file,
+    read_boxes,
+    read_name_list,
+    row_line_numbers,
+)
 from lib.test.analysis.metrics import register_custom_benchmark
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.environment import EnvSettings, env_settings

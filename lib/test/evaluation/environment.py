@@ -9,7 +9,11 @@ from __future__ import annotations
 import os
 
 from lib.train.admin.environment import (
-    CUSTOM_DATASETS_HINT, FIX_COMMAND, PathSettings, load_python_file, resolve_fields,
+    CUSTOM_DATASETS_HINT,
+    FIX_COMMAND,
+    PathSettings,
+    load_python_file,
+    resolve_fields,
 )
 
 DEFAULT_LOCAL_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "local.py")

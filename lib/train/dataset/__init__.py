@@ -11,11 +11,17 @@ Your own data (lib/datasets/custom.py) is named either by an experiment's data e
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from lib.config import DatasetEntry
 from lib.datasets.custom import CustomDataset
+from lib.datasets.synthetic import (
+    NAME_FORM,
+    domain_dir,
+    is_synthetic_name,
+    parse_synthetic_name,
+)
 from lib.train.admin.environment import EnvironmentSettings
 from lib.train.dataset.base import SequenceInfo, Track, TrackingDataset
 from lib.train.dataset.coco import COCO
@@ -23,7 +29,6 @@ from lib.train.dataset.custom import CustomFolder
 from lib.train.dataset.got10k import GOT10k
 from lib.train.dataset.lasot import LaSOT
 from lib.train.dataset.trackingnet import TrackingNet
-from lib.datasets.synthetic import NAME_FORM, domain_dir, is_synthetic_name, parse_synthetic_name
 from lib.utils.lmdb_store import Store, open_store
 
 
@@ -92,6 +97,15 @@ def build_train_dataset(entry: DatasetEntry | str, env: EnvironmentSettings, use
 
 
 __all__ = [
-    "COCO", "CustomFolder", "GOT10k", "LaSOT", "TrackingNet", "SequenceInfo", "Track", "TrackingDataset", "DatasetSpec",
-    "TRAIN_DATASETS", "build_train_dataset",
+    "COCO",
+    "TRAIN_DATASETS",
+    "CustomFolder",
+    "DatasetSpec",
+    "GOT10k",
+    "LaSOT",
+    "SequenceInfo",
+    "Track",
+    "TrackingDataset",
+    "TrackingNet",
+    "build_train_dataset",
 ]

@@ -5,7 +5,7 @@ fully occluded or out of view are invalid. Sequences are ordered by class, then 
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from lib.datasets import lasot
 from lib.train.dataset.base import Track, TrackingDataset, xywh_to_xyxy
