@@ -10,9 +10,7 @@ Extra options go to lib/train/run_training.py (e.g. `--backbone_weights PATH`, `
 Fault tolerance: with `--max_restarts N`, torchrun (`torch.distributed.run --max-restarts`) restarts the whole
 worker group up to N times when a worker fails (a crash, an out-of-memory kill, a lost GPU), and the restarted
 group resumes from the newest checkpoint by itself, so at most the epochs since the last save are trained again.
-The group then meets through torchrun's c10d rendezvous at `--master_addr:--master_port` (its default static one
-lets no restarted group meet again), which numbers the nodes itself: `--node_rank` is not used, and every node
-must pass the same `--max_restarts`. It needs torchrun, so it is an error with `--mode single`: use
+Every node must pass the same `--max_restarts`. It needs torchrun, so it is an error with `--mode single`: use
 `--mode multiple --nproc_per_node 1` for one process.
 """
 from __future__ import annotations
@@ -34,15 +32,9 @@ def build_command(args: argparse.Namespace, passthrough: list[str]) -> list[str]
     if args.mode == "single":
         return [sys.executable, *run]
     port = args.master_port or random.randint(20000, 40000)
-    if args.max_restarts:
-        # torch's default (static) rendezvous lets no restarted group meet again (its workers hang in set-up);
-        # the c10d rendezvous does, and it assigns the node ranks itself
-        meet = ["--rdzv-backend=c10d", f"--rdzv-endpoint={args.master_addr}:{port}",
-                f"--max-restarts={args.max_restarts}"]
-    else:
-        meet = [f"--node_rank={args.node_rank}", f"--master_addr={args.master_addr}", f"--master_port={port}"]
     return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc_per_node}",
-            f"--nnodes={args.nnodes}", *meet, *run]
+            f"--nnodes={args.nnodes}", f"--node_rank={args.node_rank}", f"--master_addr={args.master_addr}",
+            f"--master_port={port}", f"--max-restarts={args.max_restarts}", *run]
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, list[str]]:
