@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.results import (
     ResultsConflictError, box_file, claim_results_dir, producer_differences, read_producer, write_sequence_result,
 )
-from lib.test.tracker import NO_WEIGHTS, TrackerSpec, file_sha256, producer_record
+from lib.test.tracker import NO_WEIGHTS, TrackerSpec, file_sha256, producer_record, resolve_spec
 
 SEQ = Sequence("s1", ("a.jpg", "b.jpg"), "otb", np.array([[1., 2., 3., 4.]] * 2))
 
@@ -98,3 +99,33 @@ def test_an_unreadable_record_is_refused_and_force_replaces_it(tmp_path):
         claim_results_dir(results_dir, record)
     claim_results_dir(results_dir, record, force=True)
     assert read_producer(results_dir) == record
+
+
+def test_engine_is_recorded_and_another_engine_is_another_producer(tmp_path):
+    eager = producer_record(_lorat_spec(tmp_path, b"weights A"))
+    int8 = producer_record(replace(_lorat_spec(tmp_path, b"weights A"), engine="int8"))
+    assert (eager["engine"], eager["precision"]) == ("eager", "fp32")
+    assert (int8["engine"], int8["precision"]) == ("int8", "int8")
+    assert producer_differences(eager, int8) == ["engine: eager -> int8", "precision: fp32 -> int8"]
+    results_dir = tmp_path / "results"
+    claim_results_dir(results_dir, eager)
+    with pytest.raises(ResultsConflictError, match="engine: eager -> int8"):
+        claim_results_dir(results_dir, int8)
+
+
+def test_record_written_before_engines_reads_as_eager(tmp_path):
+    current = producer_record(_lorat_spec(tmp_path, b"weights A"))
+    old = {k: v for k, v in current.items() if k != "engine"}
+    (tmp_path / "producer.json").write_text(json.dumps(old))
+    assert read_producer(tmp_path)["engine"] == "eager"
+    claim_results_dir(tmp_path, current)  # the same producer: resumed, not refused
+    baseline = {k: v for k, v in producer_record(TrackerSpec("static", "none")).items() if k != "engine"}
+    (tmp_path / "producer.json").write_text(json.dumps(baseline))
+    assert read_producer(tmp_path)["engine"] is None
+
+
+def test_engine_names_are_checked_before_any_work():
+    with pytest.raises(ValueError, match="unknown engine 'fp8'"):
+        resolve_spec("lorat", "demo", "random", engine="fp8")
+    with pytest.raises(ValueError, match="baseline has no model to run with engine 'int8'"):
+        resolve_spec("static", "none", engine="int8")

@@ -7,7 +7,9 @@ Both are written atomically, time file first and box file last, so a box file wi
 marks a finished sequence.
 
 `<results_path>/<script>/<config>[_<runid:03d>]/producer.json` records what produced the folder's results
-(`lib.test.tracker.producer_record`: tracker, resolved config, weight files with SHA-256, device type, precision).
+(`lib.test.tracker.producer_record`: tracker, resolved config, weight files with SHA-256, device type, inference
+engine and precision). Engines give slightly different numbers (bf16, int8, ...), so like the precision the engine
+is part of the producer's identity.
 It is written before the first sequence is tracked; results of a different producer are never added to the folder.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ PRODUCER_FILE = "producer.json"
 # Fields that make two producers different; the others (weight file paths, code version, command) are only shown.
 # The GPU index is not recorded: cuda:0 and cuda:1 produce the same results.
 PRODUCER_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256", "device",
-                     "precision")
+                     "engine", "precision")
 # The subset naming the model (merging run ids of one model run on different devices is fine).
 MODEL_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256")
 
@@ -136,6 +138,8 @@ def read_producer(results_dir: Path) -> dict[str, Any] | None:
     if not isinstance(record, dict):
         raise ResultsConflictError(f"{path}: not a valid producer record (expected a JSON object); rerun with "
                                    f"--force to delete its results, or use --runid N")
+    if "engine" not in record:  # written before engines existed: learned trackers ran the eager PyTorch model
+        record["engine"] = "eager" if record.get("device") else None
     return record
 
 
@@ -184,7 +188,9 @@ def describe_producer(record: dict[str, Any] | None) -> str:
     if record.get("backbone_weights"):
         parts.append(f"backbone {_shown(record, 'backbone_weights_sha256')}")
     if record.get("device"):
-        parts.append(f"{record['device']} {record.get('precision')}")
+        engine = record.get("engine")
+        parts.append(f"{record['device']} {record.get('precision')}"
+                     + (f" ({engine} engine)" if engine not in (None, "eager") else ""))
     if record.get("code_version"):
         parts.append(f"code {record['code_version']}")
     return ", ".join(parts)

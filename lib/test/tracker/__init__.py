@@ -5,7 +5,8 @@ A tracker sees the ground truth of frame 0 only (`initialize`); every later fram
 Construction has two steps so that nothing is looked up behind the caller's back:
 
 ```python
-spec = resolve_spec("lorat", "base_224", checkpoint=None, device="cuda", save_dir=env.save_dir)  # the CLI's job
+spec = resolve_spec("lorat", "base_224", checkpoint=None, device="cuda", save_dir=env.save_dir,
+                    engine="eager")  # the CLI's job
 tracker = build_tracker(spec)  # in each worker; uses exactly the files named in spec
 record = producer_record(spec)  # what the results folder records about the run
 ```
@@ -51,7 +52,8 @@ class TrackerSpec:
     """A fully resolved tracker (picklable strings, sent to the runner's workers).
 
     `checkpoint`: a weights file, `RANDOM_WEIGHTS`, or None for trackers without learned weights;
-    `backbone_weights`: the pretrained backbone file the model is built on (None: none needed, or random).
+    `backbone_weights`: the pretrained backbone file the model is built on (None: none needed, or random);
+    `engine`: how the model runs (lib.models.engines.ENGINES; baselines have no model and take only "eager").
     """
 
     script: str
@@ -59,6 +61,7 @@ class TrackerSpec:
     checkpoint: str | None = None
     backbone_weights: str | None = None
     device: str = "cpu"
+    engine: str = "eager"
 
 
 @dataclass(frozen=True)
@@ -95,18 +98,24 @@ def _checked_kind(spec: TrackerSpec) -> TrackerKind:
     kind = tracker_kind(spec.script)
     if not kind.learned and (spec.checkpoint or spec.backbone_weights):
         raise ValueError(f"the {spec.script} baseline has no weights; drop --checkpoint/--backbone_weights")
+    if not kind.learned and spec.engine != "eager":
+        raise ValueError(f"the {spec.script} baseline has no model to run with engine {spec.engine!r}; drop --engine")
+    if kind.learned:
+        from lib.models.engines import engine_kind
+
+        engine_kind(spec.engine)  # an unknown name is an error here, before any work
     return kind
 
 
 def resolve_spec(script: str, config: str, checkpoint: str | None = None, backbone_weights: str | None = None,
-                 device: str = "cpu", save_dir: str | Path | None = None) -> TrackerSpec:
+                 device: str = "cpu", save_dir: str | Path | None = None, engine: str = "eager") -> TrackerSpec:
     """Fill in the weights a CLI leaves implicit, from the caller's paths only.
 
     Learned trackers without `checkpoint` use the trainer's output under `save_dir` (`<save_dir>/checkpoints/train/
     <script>/<config>/`); a checkpoint holding only LoRA/head weights gets the config's pretrained backbone file
     unless `backbone_weights` names one. Baselines refuse weights.
     """
-    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device)
+    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device, engine)
     if not _checked_kind(spec).learned:
         return spec
     from lib.test.tracker.lorat import resolve_weights
@@ -161,19 +170,22 @@ def code_version() -> str | None:
 
 
 def producer_record(spec: TrackerSpec) -> dict[str, Any]:
-    """What produces results with `spec`: tracker, resolved config, weight files with their SHA-256, device type and
-    precision, plus the code version and command (shown, not compared; see results.PRODUCER_IDENTITY)."""
+    """What produces results with `spec`: tracker, resolved config, weight files with their SHA-256, device type,
+    engine and the precision it computes in, plus the code version and command (shown, not compared; see
+    results.PRODUCER_IDENTITY)."""
     kind = tracker_kind(spec.script)
     record: dict[str, Any] = {"tracker": spec.script, "config_name": spec.config, "config": None,
                               "checkpoint": NO_WEIGHTS, "checkpoint_sha256": None, "backbone_weights": None,
-                              "backbone_weights_sha256": None, "device": None, "precision": None}
+                              "backbone_weights_sha256": None, "device": None, "engine": None,
+                              "precision": None}
     if kind.learned:
+        from lib.models.engines import engine_precision
         from lib.test.tracker.lorat import inference_precision
 
         cfg = _experiment(spec)
         device_type = spec.device.split(":")[0]
-        record.update(config=cfg.to_dict(), checkpoint=spec.checkpoint, device=device_type,
-                      precision=inference_precision(cfg, device_type))
+        record.update(config=cfg.to_dict(), checkpoint=spec.checkpoint, device=device_type, engine=spec.engine,
+                      precision=engine_precision(spec.engine, inference_precision(cfg, device_type)))
         for field in ("checkpoint", "backbone_weights"):
             value = getattr(spec, field)
             if value is not None and value != RANDOM_WEIGHTS:

@@ -23,6 +23,7 @@ from torch import nn
 from lib.config import ExperimentConfig
 from lib.models import build_model, default_backbone_weights, load_checkpoint, read_state_dict
 from lib.models.checkpoint import canonical_key
+from lib.models.engines import build_engine
 from lib.test.tracker import RANDOM_WEIGHTS, TrackerSpec, validated_init_box
 from lib.utils import boxes as box_ops
 from lib.utils.crop import (
@@ -31,7 +32,7 @@ from lib.utils.crop import (
 )
 from lib.utils.image import IMAGENET_MEAN, IMAGENET_STD
 from lib.utils.paths import RunPaths
-from lib.utils.precision import AUTOCAST_DTYPES, autocast
+from lib.utils.precision import AUTOCAST_DTYPES
 
 CHECKPOINT_SUFFIXES = (".pth", ".tar", ".pt", ".bin", ".safetensors")
 
@@ -65,7 +66,8 @@ class LoRATTracker:
     ``{'score_map': (1, H, W) logits, 'boxes': (1, H, W, 4) normalised xyxy in the search crop}``.
     """
 
-    def __init__(self, model: nn.Module, cfg: ExperimentConfig, device: str | torch.device = "cpu") -> None:
+    def __init__(self, model: nn.Module, cfg: ExperimentConfig, device: str | torch.device = "cpu",
+                 engine: str = "eager") -> None:
         if cfg.test.amp not in AUTOCAST_DTYPES:
             raise ValueError(f"test.amp must be one of {', '.join(AUTOCAST_DTYPES)}, got {cfg.test.amp!r}")
         self.model = model
@@ -75,7 +77,8 @@ class LoRATTracker:
         self._template_size = (size.template_size, size.template_size)
         self._template_feat = (size.template_feat_size, size.template_feat_size)
         self._search_size = (size.search_size, size.search_size)
-        self.precision = inference_precision(cfg, self.device.type)
+        self.engine = build_engine(model, engine, self.device, amp=inference_precision(cfg, self.device.type))
+        self.precision = self.engine.precision
         # Fused "/255 then ImageNet-normalise": x * 1/(255 std) - mean/std, one op per crop.
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
         self._norm_scale = (1. / (255. * std)).to(self.device)
@@ -116,8 +119,7 @@ class LoRATTracker:
                                                         self._search_size, self.cfg.test.min_box_size)
         crop, scale, translation = crop_and_resize(image, scale, translation, self._search_size, self._fill)
         self._normalise(crop, self._search[0])
-        with torch.inference_mode(), autocast(self.device.type, self.precision):
-            output = self.model(self._template, self._search, self._template_mask)
+        output = self.engine(self._template, self._search, self._template_mask)
         box_normalised, confidence = select_prediction(output["score_map"][0], output["boxes"][0], self._window,
                                                        self.cfg.test.window_penalty)
         box = crop_box_to_image(box_normalised * self._crop_scale, scale, translation, image_size)
@@ -169,8 +171,8 @@ def resolve_weights(spec: TrackerSpec, cfg: ExperimentConfig,
     return str(Path(checkpoint).resolve()), None if backbone is None else str(Path(backbone).resolve())
 
 
-def build_tracker(cfg: ExperimentConfig, spec: TrackerSpec) -> LoRATTracker:
-    """Merged inference model of `cfg` with exactly the weights named in `spec` (resolved), on `spec.device`.
+def build_inference_model(cfg: ExperimentConfig, spec: TrackerSpec) -> nn.Module:
+    """Merged inference model of `cfg` (on the CPU) with exactly the weights named in `spec` (resolved).
 
     The model is built on `spec.backbone_weights` (if any) and the checkpoint loaded on top; a checkpoint that
     leaves model weights unfilled without a backbone file is an error of `load_checkpoint`.
@@ -178,4 +180,9 @@ def build_tracker(cfg: ExperimentConfig, spec: TrackerSpec) -> LoRATTracker:
     model = build_model(cfg, training=False, backbone_weights=spec.backbone_weights)
     if spec.checkpoint != RANDOM_WEIGHTS:
         load_checkpoint(model, spec.checkpoint, backbone_weights=spec.backbone_weights)
-    return LoRATTracker(model.to(spec.device), cfg, spec.device)
+    return model
+
+
+def build_tracker(cfg: ExperimentConfig, spec: TrackerSpec) -> LoRATTracker:
+    """`build_inference_model` on `spec.device`, run by the engine `spec.engine`."""
+    return LoRATTracker(build_inference_model(cfg, spec).to(spec.device), cfg, spec.device, spec.engine)

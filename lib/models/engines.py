@@ -1,0 +1,195 @@
+"""Inference engines: one call for every way of running the merged model.
+
+```python
+engine = build_engine(model, "int8", device="cpu")  # see ENGINES
+out = engine(z, x, z_feat_mask)  # {'score_map': (B,H,W), 'boxes': (B,H,W,4)}, float32, on `device`
+```
+
+`model` is the merged inference model (`build_model(cfg, training=False)` plus `load_checkpoint`); engines that
+convert weights work on a copy, so `model` is left as it was. Every engine runs under `torch.inference_mode`.
+Which engine is fastest depends on the machine: docs/benchmarks.md has the measured latencies and the largest
+output deviations from fp32 eager.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lib.utils.precision import PRECISIONS, autocast
+
+Outputs = dict[str, torch.Tensor]
+
+
+class EngineError(ValueError):
+    """The engine cannot run on this device or without a package; the message says what to do instead."""
+
+
+class Engine(nn.Module):
+    """Base of the engines: `engine(z, x, z_feat_mask)` returns the model's output dict in float32 on `device`."""
+
+    name: str = ""
+    precision: str = ""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device = device
+
+
+class TorchEngine(Engine):
+    """A PyTorch module called under inference mode, optionally inside autocast, inputs cast to its weight dtype."""
+
+    def __init__(self, module: Callable[..., Outputs], device: torch.device, name: str, precision: str,
+                 input_dtype: torch.dtype = torch.float32, amp: str = "fp32") -> None:
+        super().__init__(device)
+        self.module = module
+        self.name, self.precision = name, precision
+        self.input_dtype = input_dtype
+        self.amp = amp
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> Outputs:
+        with torch.inference_mode(), autocast(self.device.type, self.amp):
+            out = self.module(z.to(self.input_dtype), x.to(self.input_dtype), z_feat_mask)
+        return {key: value.float() for key, value in out.items()}
+
+
+class OnnxRuntimeEngine(Engine):
+    """The exported ONNX graph (lib.models.onnx_export) in an ONNX Runtime session; outputs come back as torch
+    tensors on `device`."""
+
+    def __init__(self, session, device: torch.device, name: str, precision: str) -> None:
+        super().__init__(device)
+        self.session = session
+        self.name, self.precision = name, precision
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> Outputs:
+        from lib.models.onnx_export import run_session
+
+        return {k: torch.from_numpy(v).to(self.device) for k, v in run_session(self.session, z, x, z_feat_mask).items()}
+
+
+def _require_package(module: str, engine: str, install: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        raise EngineError(f"engine {engine!r} needs the {module} package: pip install {install}") from None
+
+
+def _cpu_supports(dtype: torch.dtype) -> bool:
+    """oneDNN has fast kernels for `dtype` on this CPU (bf16: AVX512-BF16/AMX; fp16: AVX512-FP16/AMX-FP16)."""
+    check = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
+             torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]
+    return torch.backends.mkldnn.is_available() and bool(check())
+
+
+def _half(model: nn.Module, device: torch.device, name: str, dtype: torch.dtype) -> Engine:
+    if device.type == "cpu" and not _cpu_supports(dtype):
+        raise EngineError(f"engine {name!r}: this CPU has no fast {name} kernels (oneDNN reports no support); use "
+                          f"the int8 or eager engine on it")
+    if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise EngineError(f"engine 'bf16': {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
+    converted = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    return TorchEngine(converted, device, name, name, input_dtype=dtype)
+
+
+def build_eager(model: nn.Module, device: torch.device, amp: str = "fp32", **_: object) -> Engine:
+    """The model itself (moved to `device`, not copied): fp32, or autocast to `amp` (the config's `test.amp`)."""
+    if amp not in PRECISIONS:
+        raise EngineError(f"unknown autocast precision {amp!r}; choose one of {', '.join(PRECISIONS)}")
+    return TorchEngine(model.to(device), device, "eager", amp, amp=amp)
+
+
+def build_bf16(model: nn.Module, device: torch.device, **_: object) -> Engine:
+    """Weights and activations in bfloat16 (a copy of the model), outputs back in float32."""
+    return _half(model, device, "bf16", torch.bfloat16)
+
+
+def build_fp16(model: nn.Module, device: torch.device, **_: object) -> Engine:
+    """Weights and activations in float16 (a copy of the model), outputs back in float32."""
+    return _half(model, device, "fp16", torch.float16)
+
+
+def build_int8(model: nn.Module, device: torch.device, **_: object) -> Engine:
+    """Dynamic int8 quantisation of every linear layer (per-tensor int8 weights, activations quantised per call);
+    patch embedding, norms and attention's matrix products stay fp32. CPU only (PyTorch's quantised kernels:
+    fbgemm / oneDNN with VNNI)."""
+    if device.type != "cpu":
+        raise EngineError(f"engine 'int8' runs on the CPU only (PyTorch's dynamic int8 linears have no CUDA kernels); "
+                          f"on {device} use fp16 or tensorrt")
+    from torch.ao.quantization import quantize_dynamic
+
+    quantised = quantize_dynamic(copy.deepcopy(model).cpu().float().eval(), {nn.Linear}, dtype=torch.qint8)
+    return TorchEngine(quantised, device, "int8", "int8")
+
+
+def build_onnxruntime(model: nn.Module, device: torch.device, **_: object) -> Engine:
+    """The model exported to ONNX (fp32) and run by ONNX Runtime (CPU, or CUDA with onnxruntime-gpu)."""
+    _require_package("onnxruntime", "onnxruntime", "onnxruntime (onnxruntime-gpu for CUDA) onnx onnxscript")
+    from lib.models.onnx_export import export_to_bytes, ort_session
+
+    session = ort_session(export_to_bytes(model), device)
+    return OnnxRuntimeEngine(session, device, "onnxruntime", "fp32")
+
+
+def build_tensorrt(model: nn.Module, device: torch.device, **_: object) -> Engine:
+    """TensorRT through ONNX Runtime's TensorRT execution provider, fp16 enabled (NVIDIA GPUs only; needs
+    onnxruntime-gpu and TensorRT). Not tested here: the development machine has no GPU."""
+    if device.type != "cuda":
+        raise EngineError(f"engine 'tensorrt' needs an NVIDIA GPU (--device cuda); on {device} use int8, bf16 or "
+                          f"onnxruntime")
+    _require_package("tensorrt", "tensorrt", "tensorrt onnxruntime-gpu")
+    _require_package("onnxruntime", "tensorrt", "onnxruntime-gpu")
+    import onnxruntime as ort
+
+    from lib.models.onnx_export import export_to_bytes, ort_session
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        raise EngineError(f"onnxruntime {ort.__version__} has no TensorRT execution provider; install "
+                          f"onnxruntime-gpu built with TensorRT")
+    index = device.index or 0
+    providers = [("TensorrtExecutionProvider", {"device_id": index, "trt_fp16_enable": True}),
+                 ("CUDAExecutionProvider", {"device_id": index})]
+    session = ort_session(export_to_bytes(model), device, providers=providers)
+    return OnnxRuntimeEngine(session, device, "tensorrt", "fp16")
+
+
+@dataclass(frozen=True)
+class EngineKind:
+    """`precision`: what the engine computes in, recorded with results (None: the autocast precision passed as
+    `amp`, i.e. the config's `test.amp` on CUDA)."""
+
+    builder: Callable[..., Engine]
+    precision: str | None
+    summary: str
+
+
+ENGINES: MappingProxyType[str, EngineKind] = MappingProxyType({
+    "eager": EngineKind(build_eager, None, "PyTorch fp32 (autocast to test.amp on CUDA)"),
+    "bf16": EngineKind(build_bf16, "bf16", "PyTorch, weights and activations bfloat16"),
+    "fp16": EngineKind(build_fp16, "fp16", "PyTorch, weights and activations float16"),
+    "int8": EngineKind(build_int8, "int8", "PyTorch dynamic int8 linears (CPU)"),
+    "onnxruntime": EngineKind(build_onnxruntime, "fp32", "exported ONNX graph in ONNX Runtime"),
+    "tensorrt": EngineKind(build_tensorrt, "fp16", "TensorRT via ONNX Runtime (NVIDIA GPU)"),
+})
+ENGINE_NAMES: tuple[str, ...] = tuple(ENGINES)
+
+
+def engine_kind(name: str) -> EngineKind:
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r}; choose one of {', '.join(ENGINES)}")
+    return ENGINES[name]
+
+
+def engine_precision(name: str, amp: str = "fp32") -> str:
+    """What `name` computes in; `amp` is the autocast precision the eager engine would use."""
+    return engine_kind(name).precision or amp
+
+
+def build_engine(model: nn.Module, name: str, device: str | torch.device = "cpu", *, amp: str = "fp32") -> Engine:
+    """`model` run by engine `name` on `device` (see ENGINES); `amp` is the eager engine's autocast precision."""
+    return engine_kind(name).builder(model, torch.device(device), amp=amp)
