@@ -1,7 +1,9 @@
 """Box maths shared by training and tracking (numpy only).
 
 Boxes are float arrays of shape ``(..., 4)``. Inside the code they are ``xyxy`` in continuous pixel-edge
-coordinates (upstream-lorat.md, "Conventions"); ``xywh`` is only the on-disk format. Every function returns a
+coordinates, as upstream converts them (github.com/LitingLin/LoRAT,
+``trackit/datasets/base/operator/bbox/``: ``[x, y, w, h]`` -> ``[x, y, x + w, y + h]``, no +-1); ``xywh`` is only the
+on-disk format. Every function returns a
 new array (float64 unless stated) and never modifies its input.
 """
 from __future__ import annotations

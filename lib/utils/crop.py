@@ -1,4 +1,6 @@
-"""SiamFC-style crops as affine maps ``out = s * in + t`` (upstream-lorat.md §1.5, §3.4, §4.1-4.2).
+"""SiamFC-style crops as affine maps ``out = s * in + t`` as upstream builds them
+(github.com/LitingLin/LoRAT, ``trackit/core/utils/siamfc_cropping.py`` and
+``trackit/core/operator/numpy/bbox/scale_and_translate.py``).
 
 One implementation for training and tracking: the crop parameters, the search-region jitter with its
 visibility check, the pixel-aligned crop-and-resize (which returns the parameters it really applied) and the
