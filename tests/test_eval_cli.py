@@ -138,3 +138,20 @@ def test_lorat_weights_from_env_file_and_results_that_know_their_producer(tmp_pa
     assert forced.returncode == 0, forced.stderr
     assert "finished 2, skipped 0 already finished, failed 0" in forced.stdout
     assert json.loads((results_dir / "producer.json").read_text())["checkpoint_sha256"] == second_hash
+
+
+def test_engine_and_batch_sequences_flags(tmp_path):
+    got10k = tmp_path / "got10k"
+    make_got10k_split(got10k, "val", {"v1": 5, "v2": 3, "v3": 4})
+    local = tmp_path / "local.py"
+    write_local_file(local, make_env(tmp_path, got10k_path=str(got10k)))
+    command = ("tracking/test.py", "lorat", "demo", "--dataset_name", "got10k_val", "--env_file", str(local),
+               "--checkpoint", "random", "--batch_sequences", "2")
+    int8 = _run(*command, "--engine", "int8")
+    assert int8.returncode == 0, int8.stderr
+    results_dir = tmp_path / "out" / "test" / "tracking_results" / "lorat" / "demo"
+    producer = json.loads((results_dir / "producer.json").read_text())
+    assert (producer["engine"], producer["precision"]) == ("int8", "int8")
+    assert len((results_dir / "got10k_val" / "v1.txt").read_text().splitlines()) == 5
+    eager = _run(*command)  # the default engine is another producer: refused, not mixed in
+    assert eager.returncode != 0 and "engine: int8 -> eager" in eager.stderr

@@ -1,14 +1,19 @@
 """Run a tracker on a benchmark and write resumable per-sequence result files.
 
     python tracking/test.py lorat base_224 --dataset_name lasot --threads 4 --num_gpus 2 --device cuda
+    python tracking/test.py lorat base_224 --dataset_name got10k_test --engine int8          # CPU, int8 linears
+    python tracking/test.py lorat base_224 --dataset_name lasot --device cuda --batch_sequences 32
 
 Without --checkpoint a LoRAT config uses the trainer's output under the save_dir of --env_file
 (<save_dir>/checkpoints/train/<script>/<config>/: <config>_final.pth, else the newest checkpoint file).
 
 The results folder records what produced it in producer.json (config, checkpoint and backbone files with their
-SHA-256, device type, precision). Running the same command again resumes: finished sequences are skipped. A run
-whose producer differs (another checkpoint, config or precision) is refused, never mixed into the folder: use
+SHA-256, device type, engine, precision). Running the same command again resumes: finished sequences are skipped. A run
+whose producer differs (another checkpoint, config, engine or precision) is refused, never mixed into the folder: use
 --runid N for a separate folder, or --force to delete the old results and track again.
+--engine picks how the model runs (lib/models/engines.py: eager, bf16, fp16, int8, onnxruntime, tensorrt).
+--batch_sequences N tracks N sequences in lockstep in this process, one batched forward per step (the way to fill a
+GPU; per-frame times are then the step's time shared among its sequences).
 Exits non-zero if any sequence failed (each failure is printed with its traceback at the end).
 """
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lib.models.engines import ENGINE_NAMES
 from lib.test.evaluation.datasets import dataset_names, get_dataset
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir
@@ -41,6 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"save_dir of --env_file)")
     parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda (spread over --num_gpus) or cuda:N")
+    parser.add_argument("--engine", default="eager", choices=ENGINE_NAMES,
+                        help="how the model runs (lib/models/engines.py); default: eager (fp32, or test.amp on CUDA)")
+    parser.add_argument("--batch_sequences", type=int, default=1,
+                        help="track this many sequences in lockstep, one batched forward per step (in this process)")
     parser.add_argument("--env_file", default=None, help="evaluation local.py (default lib/test/evaluation/local.py)")
     parser.add_argument("--force", action="store_true",
                         help="delete the results folder (every dataset in it) first and track again: the way to "
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.device == "cuda":
             check_gpu_count(args.num_gpus)
         spec = resolve_spec(args.script, args.config, args.checkpoint, args.backbone_weights, args.device,
-                            env.save_dir)
+                            env.save_dir, args.engine)
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     except (ValueError, FileNotFoundError) as exc:  # DeviceError, ConfigError, CheckpointError are ValueErrors
@@ -80,8 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         backbone = f" on backbone {spec.backbone_weights}" if spec.backbone_weights else ""
         print(f"weights: {spec.checkpoint}{backbone}")
     try:
-        report = run_dataset(spec, sequences, results_dir, args.threads, args.num_gpus, force=args.force)
-    except ResultsConflictError as exc:
+        report = run_dataset(spec, sequences, results_dir, args.threads, args.num_gpus, force=args.force,
+                             batch_sequences=args.batch_sequences)
+    except (ResultsConflictError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
     done = len(report.outcomes) - len(report.failures)
     print(f"finished {done}, skipped {len(report.skipped)} already finished, failed {len(report.failures)}")

@@ -19,6 +19,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from lib.models.engines import ENGINE_NAMES
 from lib.test.evaluation.datasets import list_images
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import format_boxes
@@ -42,6 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              f"save_dir of --env_file)")
     parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--engine", default="eager", choices=ENGINE_NAMES,
+                        help="how the model runs (lib/models/engines.py); default: eager")
     parser.add_argument("--env_file", default=None,
                         help="evaluation local.py whose save_dir holds the trained checkpoint (default "
                              "lib/test/evaluation/local.py; read only without --checkpoint)")
@@ -116,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         needs_save_dir = args.checkpoint is None and tracker_kind(args.script).learned
         save_dir = env_settings(args.env_file).save_dir if needs_save_dir else None
         tracker = build_tracker(resolve_spec(args.script, args.config, args.checkpoint, args.backbone_weights,
-                                             args.device, save_dir))
+                                             args.device, save_dir, args.engine))
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     except (ValueError, FileNotFoundError) as exc:  # DeviceError, ConfigError, CheckpointError are ValueErrors

@@ -5,14 +5,20 @@ GPU `k % num_gpus` when the device is `cuda`. A sequence that raises is reported
 others still run; its files are never written (atomic writes), so a rerun picks it up again and skips the
 finished ones. Before tracking, the results folder is claimed for the spec's producer (results.claim_results_dir):
 a folder holding another producer's results is refused, never mixed.
+
+With `batch_sequences=N` (in-process only) N sequences are tracked in lockstep by a tracker with `track_batch`: one
+batched forward per step, a sequence joining as soon as another one ends. Each sequence's per-frame time is then
+the step's time divided by the number of sequences in the step.
 """
 from __future__ import annotations
 
 import queue
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any, Callable
 
 import multiprocessing as mp
 import numpy as np
@@ -20,7 +26,7 @@ from tqdm import tqdm
 
 from lib.test.evaluation.data import Sequence
 from lib.test.evaluation.results import claim_results_dir, is_finished, write_sequence_result
-from lib.test.tracker import Tracker, TrackerSpec, build_tracker, producer_record
+from lib.test.tracker import BatchTracker, Tracker, TrackerSpec, build_tracker, producer_record
 from lib.utils.image import read_image
 
 _POLL_SECONDS = 1.0
@@ -72,11 +78,15 @@ def track_sequence(tracker: Tracker, seq: Sequence) -> tuple[np.ndarray, np.ndar
         start = time.perf_counter()
         box, _confidence = tracker.track(image)
         times[i] = time.perf_counter() - start
-        box = np.asarray(box, dtype=np.float64)
-        if box.shape != (4,):
-            raise ValueError(f"tracker returned a box of shape {box.shape} on frame {i}, expected (4,) x,y,w,h")
-        boxes[i] = box
+        boxes[i] = _checked_box(box, i)
     return boxes, times
+
+
+def _checked_box(box: Any, frame: int) -> np.ndarray:
+    box = np.asarray(box, dtype=np.float64)
+    if box.shape != (4,):
+        raise ValueError(f"tracker returned a box of shape {box.shape} on frame {frame}, expected (4,) x,y,w,h")
+    return box
 
 
 def run_sequence(tracker: Tracker, seq: Sequence, results_dir: Path) -> SequenceOutcome:
@@ -131,6 +141,110 @@ def _run_in_process(spec: TrackerSpec, todo: list[Sequence], results_dir: Path, 
     with _progress(len(todo)) as bar:
         for seq in todo:
             _record(bar, outcomes, run_sequence(tracker, seq, results_dir))
+    return outcomes
+
+
+@dataclass
+class _Slot:
+    """A sequence being tracked in lockstep: its tracker state and the results so far (`frame`: next to track)."""
+
+    seq: Sequence
+    boxes: np.ndarray
+    times: np.ndarray
+    state: Any = None
+    frame: int = 1
+
+
+def _error(seq: Sequence) -> SequenceOutcome:
+    return SequenceOutcome(seq.name, error=f"{seq.dataset}/{seq.name}:\n{traceback.format_exc()}")
+
+
+def _start_slot(tracker: BatchTracker, seq: Sequence) -> _Slot:
+    slot = _Slot(seq, np.empty((seq.num_frames, 4)), np.empty(seq.num_frames))
+    slot.boxes[0] = seq.init_box()
+    image = read_image(seq.frames[0])
+    start = time.perf_counter()
+    slot.state = tracker.start(image, slot.boxes[0].copy())
+    slot.times[0] = time.perf_counter() - start
+    return slot
+
+
+def _finish_slot(slot: _Slot, results_dir: Path) -> SequenceOutcome:
+    try:
+        write_sequence_result(results_dir, slot.seq, slot.boxes, slot.times)
+    except Exception:
+        return _error(slot.seq)
+    return SequenceOutcome(slot.seq.name, slot.seq.num_frames, float(slot.times.sum()))
+
+
+def track_lockstep(tracker: BatchTracker, sequences: list[Sequence], results_dir: Path, batch_sequences: int,
+                   report: Callable[[SequenceOutcome], None] = lambda outcome: None) -> list[SequenceOutcome]:
+    """Track up to `batch_sequences` sequences at once, one `track_batch` call per step; sequences join as others
+    end. A sequence whose frame cannot be read or whose result is invalid fails alone; a failing batched step
+    fails the sequences in it. `report` is called with each outcome as it comes."""
+    if not hasattr(tracker, "track_batch"):
+        raise ValueError(f"{type(tracker).__name__} cannot track sequences in lockstep (no track_batch); run "
+                         f"without --batch_sequences")
+    outcomes: list[SequenceOutcome] = []
+
+    def done(outcome: SequenceOutcome) -> None:
+        outcomes.append(outcome)
+        report(outcome)
+
+    waiting, active = deque(sequences), []
+    while waiting or active:
+        while waiting and len(active) < batch_sequences:
+            seq = waiting.popleft()
+            try:
+                slot = _start_slot(tracker, seq)
+            except Exception:
+                done(_error(seq))
+                continue
+            if slot.frame == seq.num_frames:  # a one-frame sequence is finished at once and frees its place
+                done(_finish_slot(slot, results_dir))
+            else:
+                active.append(slot)
+        stepping, images = [], []
+        for slot in active:
+            try:
+                images.append(read_image(slot.seq.frames[slot.frame]))
+                stepping.append(slot)
+            except Exception:
+                done(_error(slot.seq))
+        if not stepping:
+            active = []
+            continue
+        start = time.perf_counter()
+        try:
+            results = tracker.track_batch([s.state for s in stepping], images)
+        except Exception:
+            for slot in stepping:
+                done(_error(slot.seq))
+            active = []
+            continue
+        seconds = (time.perf_counter() - start) / len(stepping)
+        active = []
+        for slot, (box, _confidence) in zip(stepping, results):
+            try:
+                slot.boxes[slot.frame] = _checked_box(box, slot.frame)
+            except ValueError:
+                done(_error(slot.seq))
+                continue
+            slot.times[slot.frame] = seconds
+            slot.frame += 1
+            if slot.frame == slot.seq.num_frames:
+                done(_finish_slot(slot, results_dir))
+            else:
+                active.append(slot)
+    return outcomes
+
+
+def _run_lockstep(spec: TrackerSpec, todo: list[Sequence], results_dir: Path, device: str,
+                  batch_sequences: int) -> list[SequenceOutcome]:
+    outcomes: list[SequenceOutcome] = []
+    tracker = _build(spec, device)
+    with _progress(len(todo)) as bar:
+        track_lockstep(tracker, todo, results_dir, batch_sequences, lambda outcome: _record(bar, outcomes, outcome))
     return outcomes
 
 
@@ -192,13 +306,18 @@ def _run_workers(
 
 def run_dataset(
     spec: TrackerSpec, sequences: list[Sequence], results_dir: Path, threads: int = 0, num_gpus: int = 1,
-    force: bool = False,
+    force: bool = False, batch_sequences: int = 1,
 ) -> RunReport:
     """Run `spec` (resolved, see lib.test.tracker.resolve_spec) on every sequence whose result files are not
-    finished yet (threads=0: in this process).
+    finished yet (threads=0: in this process; batch_sequences > 1: that many in lockstep, in this process).
 
     Raises `ResultsConflictError` when `results_dir` holds results of another producer; `force` deletes them first.
     """
+    if batch_sequences < 1:
+        raise ValueError(f"--batch_sequences must be >= 1, got {batch_sequences}")
+    if batch_sequences > 1 and threads > 0:
+        raise ValueError("--batch_sequences tracks its sequences in this process; drop --threads (or use "
+                         "--batch_sequences 1)")
     results_dir = Path(results_dir)
     claim_results_dir(results_dir, producer_record(spec), force)
     finished = [is_finished(results_dir, seq) for seq in sequences]
@@ -206,7 +325,9 @@ def run_dataset(
     todo = [seq for seq, done in zip(sequences, finished) if not done]
     if not todo:
         return RunReport(skipped, [])
-    if threads <= 0:
+    if batch_sequences > 1:
+        outcomes = _run_lockstep(spec, todo, results_dir, worker_device(spec.device, 0, num_gpus), batch_sequences)
+    elif threads <= 0:
         outcomes = _run_in_process(spec, todo, results_dir, worker_device(spec.device, 0, num_gpus))
     else:
         outcomes = _run_workers(spec, todo, results_dir, threads, num_gpus)

@@ -47,6 +47,16 @@ class Tracker(Protocol):
         """Box `x, y, w, h` (float array of shape (4,)) and confidence for the next frame."""
 
 
+class BatchTracker(Tracker, Protocol):
+    """A tracker that also follows several sequences in lockstep (tracking/test.py --batch_sequences)."""
+
+    def start(self, image: np.ndarray, box_xywh: np.ndarray) -> Any:
+        """A new sequence's state (its `initialize`), kept by the caller and passed back to `track_batch`."""
+
+    def track_batch(self, states: list[Any], images: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """Box `x, y, w, h` and confidence for the next frame of each state's sequence, in one step."""
+
+
 @dataclass(frozen=True)
 class TrackerSpec:
     """A fully resolved tracker (picklable strings, sent to the runner's workers).

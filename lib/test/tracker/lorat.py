@@ -14,6 +14,7 @@ A checkpoint of `"random"` runs with random weights (smoke tests and speed bench
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,11 +60,25 @@ def select_prediction(score_map: torch.Tensor, boxes: torch.Tensor, window: torc
     return picked[1:], float(picked[0])
 
 
+@dataclass
+class Target:
+    """One sequence's tracking state: its template crop (1,3,Hz,Wz) and mask (1,hz,wz) on the device, the frame-0
+    mean used as crop fill, and the last accepted box (xyxy)."""
+
+    template: torch.Tensor
+    template_mask: torch.Tensor
+    fill: np.ndarray
+    box: np.ndarray
+
+
 class LoRATTracker:
-    """Upstream's single-object inference loop for one sequence (no template update, no re-detection).
+    """Upstream's single-object inference loop (no template update, no re-detection), for one sequence
+    (`initialize` / `track`) or for several in lockstep, one batched forward per step (`start` / `track_batch`, as
+    upstream's evaluator batches concurrent sequences).
 
     The model must already be on ``device``; it is called as ``model(z, x, z_feat_mask)`` and returns
-    ``{'score_map': (1, H, W) logits, 'boxes': (1, H, W, 4) normalised xyxy in the search crop}``.
+    ``{'score_map': (B, H, W) logits, 'boxes': (B, H, W, 4) normalised xyxy in the search crop}``. ``engine`` (see
+    lib.models.engines) decides how it runs; the default "eager" autocasts to ``test.amp`` on CUDA.
     """
 
     def __init__(self, model: nn.Module, cfg: ExperimentConfig, device: str | torch.device = "cpu",
@@ -86,46 +101,64 @@ class LoRATTracker:
         self._window = hann_window_2d(size.search_feat_size, size.search_feat_size).to(self.device)
         self._search = torch.empty((1, 3, size.search_size, size.search_size), device=self.device)
         self._crop_scale = np.array([size.search_size, size.search_size] * 2, dtype=np.float32)
-        self._template: torch.Tensor | None = None
-        self._template_mask: torch.Tensor | None = None
-        self._fill: np.ndarray | None = None
-        self._state: np.ndarray | None = None
+        self._target: Target | None = None
 
     def _normalise(self, crop_hwc: np.ndarray, out: torch.Tensor) -> torch.Tensor:
         """Float32 HxWx3 crop (0..255) -> normalised 3xHxW written into ``out``."""
         pixels = torch.from_numpy(crop_hwc).to(self.device).permute(2, 0, 1)
         return torch.addcmul(self._norm_bias, pixels, self._norm_scale, out=out)
 
-    def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
+    def start(self, image: np.ndarray, box_xywh: np.ndarray) -> Target:
         """Template crop and foreground mask from the frame-0 box; the frame's mean becomes the crop fill."""
         box = box_ops.xywh_to_xyxy(validated_init_box(image, box_xywh))
-        self._fill = image_mean(image)
+        fill = image_mean(image)
         scale, translation = siamfc_crop_params(box, self.cfg.test.template_area_factor, self._template_size)
-        crop, scale, translation = crop_and_resize(image, scale, translation, self._template_size, self._fill)
+        crop, scale, translation = crop_and_resize(image, scale, translation, self._template_size, fill)
         mask = template_foreground_mask(box_ops.apply_affine(box, scale, translation), self._template_size,
                                         self._template_feat)
         template = torch.empty((1, 3, *crop.shape[:2]), device=self.device)
         self._normalise(crop, template[0])
-        self._template = template
-        self._template_mask = torch.from_numpy(mask).unsqueeze(0).to(self.device)
-        self._state = box
+        return Target(template, torch.from_numpy(mask).unsqueeze(0).to(self.device), fill, box)
+
+    def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
+        """Start (or restart) the single-sequence loop."""
+        self._target = self.start(image, box_xywh)
 
     def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """Box ``x, y, w, h`` (clipped to the frame) and the unpenalised score of the chosen cell."""
-        if self._state is None:
+        if self._target is None:
             raise RuntimeError("LoRATTracker.track() called before initialize()")
-        image_size = (image.shape[1], image.shape[0])
-        scale, translation = search_params_for_tracking(self._state, self.cfg.test.search_area_factor,
-                                                        self._search_size, self.cfg.test.min_box_size)
-        crop, scale, translation = crop_and_resize(image, scale, translation, self._search_size, self._fill)
-        self._normalise(crop, self._search[0])
-        output = self.engine(self._template, self._search, self._template_mask)
-        box_normalised, confidence = select_prediction(output["score_map"][0], output["boxes"][0], self._window,
-                                                       self.cfg.test.window_penalty)
-        box = crop_box_to_image(box_normalised * self._crop_scale, scale, translation, image_size)
-        if box_ops.is_valid(box) and box_ops.intersects_image(box, image_size):
-            self._state = box
-        return box_ops.xyxy_to_xywh(box), confidence
+        return self.track_batch([self._target], [image])[0]
+
+    def track_batch(self, targets: list[Target], images: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
+        """The next frame of each target's sequence in one forward; each target's box is updated as in `track`."""
+        if len(targets) != len(images) or not targets:
+            raise ValueError(f"track_batch needs one image per target, got {len(targets)} targets and "
+                             f"{len(images)} images")
+        if self._search.shape[0] != len(targets):
+            self._search = torch.empty((len(targets), *self._search.shape[1:]), device=self.device)
+        crops = []
+        for i, (target, image) in enumerate(zip(targets, images)):
+            scale, translation = search_params_for_tracking(target.box, self.cfg.test.search_area_factor,
+                                                            self._search_size, self.cfg.test.min_box_size)
+            crop, scale, translation = crop_and_resize(image, scale, translation, self._search_size, target.fill)
+            self._normalise(crop, self._search[i])
+            crops.append((scale, translation, (image.shape[1], image.shape[0])))
+        if len(targets) == 1:
+            template, mask = targets[0].template, targets[0].template_mask
+        else:
+            template = torch.cat([t.template for t in targets])
+            mask = torch.cat([t.template_mask for t in targets])
+        output = self.engine(template, self._search, mask)
+        results = []
+        for i, (target, (scale, translation, image_size)) in enumerate(zip(targets, crops)):
+            box_normalised, confidence = select_prediction(output["score_map"][i], output["boxes"][i], self._window,
+                                                           self.cfg.test.window_penalty)
+            box = crop_box_to_image(box_normalised * self._crop_scale, scale, translation, image_size)
+            if box_ops.is_valid(box) and box_ops.intersects_image(box, image_size):
+                target.box = box
+            results.append((box_ops.xyxy_to_xywh(box), confidence))
+        return results
 
 
 def default_checkpoint(paths: RunPaths, config: str) -> Path:
