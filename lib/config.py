@@ -50,6 +50,13 @@ class LoRAConfig:
     dropout: float
     use_rslora: bool
     init: Annotated[str, OneOf("lib.models.lora:LORA_INITS")]  # "bert" (upstream default) | "lora" | "gaussian"
+    # Which linears get adapters (paper Table 4 placements): q, k, v slots of the fused qkv, o (attention output
+    # projection), mlp (both MLP linears). LoRAT: all of them.
+    targets: tuple[Annotated[str, OneOf("lib.models.lora:LORA_PLACEMENTS")], ...] = ("q", "k", "v", "o", "mlp")
+
+    def __post_init__(self) -> None:
+        if not self.targets or len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"lora.targets must name each placement once and at least one, got {self.targets}")
 
     @property
     def scaling(self) -> float:
@@ -59,12 +66,28 @@ class LoRAConfig:
 
 
 @dataclass(frozen=True)
+class PEFTConfig:
+    """A parameter-efficient method other than LoRA (paper Table 4; lib/models/peft.py)."""
+
+    method: Annotated[str, OneOf("lib.models.peft:PEFT_METHODS")]  # adapter | vpt | ia3
+    adapter_reduction: int = 8  # adapter bottleneck width = embed_dim // adapter_reduction
+    num_prompts: int = 5  # VPT-deep: learned prompt tokens prepended in every block
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: Annotated[str, OneOf("lib.models.backbone:VIT_SPECS")]
     drop_path: float
     template_size: int  # pixels, square
     search_size: int
-    lora: Optional[LoRAConfig]  # None: full fine-tuning
+    lora: Optional[LoRAConfig]  # None (and no `peft`): full fine-tuning
+    peft: Optional[PEFTConfig] = None  # another PEFT method instead of LoRA (then `lora` must be null)
+    train_final_norm: bool = False  # PEFT runs: the backbone's final LayerNorm trains too (Table 6 ablations)
+
+    def __post_init__(self) -> None:
+        if self.lora is not None and self.peft is not None:
+            raise ConfigError(f"model.lora and model.peft ({self.peft.method}) are alternatives: set lora: null "
+                              f"to use {self.peft.method}")
 
     @property
     def patch_size(self) -> int:
@@ -240,7 +263,7 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
     kwargs = {key: _convert(hints[key], value, source, f"{prefix}{key}") for key, value in raw.items()}
     try:
         return cls(**kwargs)
-    except TypeError as e:  # a required field is missing
+    except (TypeError, ConfigError) as e:  # a required field is missing, or values that contradict each other
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'}: {e}") from e
 
 

@@ -19,7 +19,7 @@ from lib.config import ExperimentConfig
 from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_meta_dinov2,
                                  resolve_backbone_weights)
 from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
-from lib.models.lora import add_lora_, merge_lora_
+from lib.models.peft import MERGEABLE_TYPES, merge_peft_, method_of
 from lib.models.lorat import LoRAT
 
 __all__ = ["build_model", "load_checkpoint", "export_inference_checkpoint", "merge_for_inference",
@@ -61,8 +61,11 @@ def default_backbone_weights(cfg: ExperimentConfig) -> Path | None:
 
 
 def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights: str | Path | None = None) -> LoRAT:
-    """Build LoRAT. `training=True`: adapters on every block linear and only LoRA + token-type embedding + head
-    trainable (or everything, for full fine-tuning configs). `training=False`: plain linears, eval mode, no grads.
+    """Build LoRAT. `training=True`: the config's PEFT method (LoRA on the block linears, or an adapter, VPT or
+    IA3; lib/models/peft.py) added to the frozen backbone, and only its modules + token-type embedding + head (+ the
+    final norm with `model.train_final_norm`) trainable; everything trainable for full fine-tuning configs.
+    `training=False`: eval mode, no grads, and plain linears for the methods that merge (LoRA, IA3); adapter and
+    VPT models keep their modules.
 
     Random initialisations are drawn under a fixed seed (`train.seed`), as upstream does, so two builds with the
     same config are identical. Pass the same `backbone_weights` to `load_checkpoint`, which needs to know where the
@@ -75,24 +78,27 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
             load_meta_dinov2(vit, resolve_backbone_weights(cfg.model.backbone, backbone_weights))
         _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
         model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size)
-        if training and cfg.model.lora is not None:
+        method = method_of(cfg.model)
+        if method is not None and (training or not method.mergeable):
             model.requires_grad_(False)
-            add_lora_(model.blocks, cfg.model.lora)  # adapters are created trainable
+            method.apply(model, cfg.model)  # its modules are created trainable
             model.token_type_embed.requires_grad_(True)
             model.head.requires_grad_(True)
+            model.norm.requires_grad_(cfg.model.train_final_norm)
     if not training:
         model.eval().requires_grad_(False)
     return model
 
 
 def merge_for_inference(model: LoRAT) -> LoRAT:
-    """Fold the adapters of a training model into plain linears (in place) and switch to inference mode."""
-    merge_lora_(model)
+    """Fold the mergeable PEFT modules (LoRA, IA3) of a training model into plain linears (in place) and switch to
+    inference mode; adapter and VPT modules stay."""
+    merge_peft_(model)
     return model.eval().requires_grad_(False)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that train (for LoRA models: adapters, token-type embedding, head)."""
+    """Only the parameters that train (for PEFT models: the method's modules, token-type embedding, head)."""
     return {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
 
 
@@ -100,8 +106,8 @@ def export_inference_checkpoint(model: LoRAT, cfg: ExperimentConfig, path: str |
     """Write one self-contained file (merged weights + config) that `load_checkpoint` reads into a plain model."""
     from lib.utils.io import atomic_torch_save
 
-    if any(".lora" in k for k in model.state_dict()):
-        raise ValueError("Merge the adapters first (merge_for_inference) or build with training=False")
+    if any(isinstance(m, MERGEABLE_TYPES) for m in model.modules()):
+        raise ValueError("Merge the adapters (LoRA, IA3) first (merge_for_inference) or build with training=False")
     payload = {"format": EXPORT_FORMAT, "config": cfg.to_dict(), "model": model.state_dict()}
     path = Path(path)
     atomic_torch_save(payload, path)

@@ -2,7 +2,8 @@
 
 Training models wrap each block linear (`LORA_TARGETS`): `attn.qkv` keeps its fused frozen weight and gets three
 adapters (`lora_q`, `lora_k`, `lora_v`, one per output slice, as upstream's split q/k/v LoRA), `attn.proj`,
-`mlp.fc1` and `mlp.fc2` get one adapter (`lora`) each. `merge_lora_` turns a wrapped model back into plain
+`mlp.fc1` and `mlp.fc2` get one adapter (`lora`) each (`model.lora.targets` may pick a subset). Merging
+(lib/models/peft.py `merge_peft_`) turns a wrapped model back into plain
 `nn.Linear` layers with `W' = W + scaling * B @ A`, so the inference model has no adapter overhead. The checkpoint
 reader (lib/models/checkpoint.py) builds its key patterns and its merge from the names and functions here.
 
@@ -25,6 +26,10 @@ from lib.config import LoRAConfig
 LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # block linears that get adapters (also ViT-g's)
 QKV_TARGET = "attn.qkv"  # the fused linear whose output rows are [q; k; v], one adapter per slot
 QKV_SLOTS = ("q", "k", "v")
+# `model.lora.targets` names (paper Table 4 placements): each q/k/v slot of the fused qkv, the attention output
+# projection and the two MLP linears together (upstream ablation/lora_ablation.py switches).
+LORA_PLACEMENTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"q": (QKV_TARGET,), "k": (QKV_TARGET,), "v": (QKV_TARGET,), "o": ("attn.proj",), "mlp": ("mlp.fc1", "mlp.fc2")})
 
 
 def adapter_name(slot: str | None) -> str:
@@ -111,34 +116,41 @@ class LoRALinear(nn.Module):
 
 
 class LoRAQKV(nn.Module):
-    """A frozen fused qkv `nn.Linear` (rows [q; k; v]) with a separate adapter for each of q, k and v."""
+    """A frozen fused qkv `nn.Linear` (rows [q; k; v]) with a separate adapter for each slot in `slots` (all three
+    for LoRAT; q and v only in the Table 4 placement ablation)."""
 
-    def __init__(self, linear: nn.Linear, cfg: LoRAConfig) -> None:
+    def __init__(self, linear: nn.Linear, cfg: LoRAConfig, slots: tuple[str, ...] = QKV_SLOTS) -> None:
         super().__init__()
-        dim = linear.out_features // 3
+        self.dim = linear.out_features // 3
         self.linear = linear
-        for slot in QKV_SLOTS:  # lora_q, lora_k, lora_v
-            setattr(self, adapter_name(slot), LoRA(linear.in_features, dim, cfg))
-        self.shared_input = cfg.dropout == 0  # all three adapters see the same x
+        self.slots = tuple(s for s in QKV_SLOTS if s in slots)  # row order of the fused weight
+        for slot in self.slots:  # lora_q, lora_k, lora_v
+            setattr(self, adapter_name(slot), LoRA(linear.in_features, self.dim, cfg))
+        self.shared_input = cfg.dropout == 0  # all adapters see the same x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         adapters = self.adapters()
         if self.shared_input:
-            # One (3r x in) product instead of three: besides one GEMM, autograd keeps a single copy of x for the
-            # A gradients, where three calls under autocast would each save their own low-precision cast of x.
-            hidden = F.linear(x, torch.cat([a.A for a in adapters])).chunk(3, dim=-1)
-        else:  # independent dropout masks, as three separate adapters have
+            # One (n*r x in) product instead of n: besides one GEMM, autograd keeps a single copy of x for the
+            # A gradients, where separate calls under autocast would each save their own low-precision cast of x.
+            hidden = F.linear(x, torch.cat([a.A for a in adapters])).chunk(len(adapters), dim=-1)
+        else:  # independent dropout masks, as separate adapters have
             hidden = [F.linear(a.dropout(x), a.A) for a in adapters]
-        delta = torch.cat([F.linear(h, a.B) for h, a in zip(hidden, adapters)], dim=-1)
+        updates = dict(zip(self.slots, (F.linear(h, a.B) for h, a in zip(hidden, adapters))))
+        if len(updates) < len(QKV_SLOTS):  # slots without an adapter get no update
+            zero = x.new_zeros(*x.shape[:-1], self.dim)
+            updates = {slot: updates.get(slot, zero) for slot in QKV_SLOTS}
+        delta = torch.cat([updates[slot] for slot in QKV_SLOTS], dim=-1)
         return self.linear(x) + delta * adapters[0].scaling
 
     def adapters(self) -> tuple[LoRA, ...]:
-        """The q, k and v adapters, in the row order of the fused weight."""
-        return tuple(getattr(self, adapter_name(slot)) for slot in QKV_SLOTS)
+        """The adapters of `slots`, in the row order of the fused weight."""
+        return tuple(getattr(self, adapter_name(slot)) for slot in self.slots)
 
     def merged(self) -> nn.Linear:
-        delta = torch.cat([adapter.delta_weight() for adapter in self.adapters()])
-        return _merged_linear(self.linear, delta)
+        zero = torch.zeros(self.dim, self.linear.in_features, device=self.linear.weight.device)
+        deltas = {slot: adapter.delta_weight() for slot, adapter in zip(self.slots, self.adapters())}
+        return _merged_linear(self.linear, torch.cat([deltas.get(slot, zero) for slot in QKV_SLOTS]))
 
 
 def _merged_linear(linear: nn.Linear, delta: torch.Tensor) -> nn.Linear:
@@ -164,17 +176,13 @@ def _set(module: nn.Module, dotted: str, value: nn.Module) -> None:
 
 
 def add_lora_(blocks: nn.ModuleList, cfg: LoRAConfig) -> None:
-    """Wrap q/k/v, attention proj and both MLP linears of every block (also ViT-g's SwiGLU fc1/fc2)."""
+    """Wrap the block linears that `cfg.targets` names (LoRAT: q/k/v, attention proj and both MLP linears, also
+    ViT-g's SwiGLU fc1/fc2) in every block."""
+    targets = {t for placement in cfg.targets for t in LORA_PLACEMENTS[placement]}
+    slots = tuple(s for s in QKV_SLOTS if s in cfg.targets)
     for block in blocks:
-        for target in LORA_TARGETS:
+        for target in (t for t in LORA_TARGETS if t in targets):
             linear = _get(block, target)
             if not isinstance(linear, nn.Linear):
                 raise TypeError(f"Expected nn.Linear at '{target}', found {type(linear).__name__}")
-            _set(block, target, (LoRAQKV if target == QKV_TARGET else LoRALinear)(linear, cfg))
-
-
-def merge_lora_(model: nn.Module) -> None:
-    """Replace every adapter-wrapped linear of `model` by a plain merged `nn.Linear`, in place."""
-    wrapped = [(name, m) for name, m in model.named_modules() if isinstance(m, (LoRALinear, LoRAQKV))]
-    for name, module in wrapped:
-        _set(model, name, module.merged())
+            _set(block, target, LoRAQKV(linear, cfg, slots) if target == QKV_TARGET else LoRALinear(linear, cfg))

@@ -9,7 +9,7 @@ from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 
 from lib.models.head import MlpAnchorFreeHead
-from lib.models.lora import LoRA
+from lib.models.peft import PEFT_MODULE_TYPES
 
 TEMPLATE_BACKGROUND, TEMPLATE_FOREGROUND, SEARCH = 0, 1, 2
 
@@ -55,8 +55,8 @@ class LoRAT(nn.Module):
 
     def backbone_state_keys(self) -> set[str]:
         """The `state_dict()` keys whose values come from the pretrained backbone file (`BACKBONE_PARTS` without
-        the adapters inside the blocks), i.e. what a checkpoint may leave to that file."""
-        adapters = tuple(f"{name}." for name, module in self.named_modules() if isinstance(module, LoRA))
+        the modules a PEFT method added inside the blocks), i.e. what a checkpoint may leave to that file."""
+        adapters = tuple(f"{name}." for name, module in self.named_modules() if isinstance(module, PEFT_MODULE_TYPES))
         return {key for key in self.state_dict()
                 if key.split(".", 1)[0] in self.BACKBONE_PARTS and not key.startswith(adapters)}
 

@@ -40,7 +40,9 @@ class LoRATActor:
                           batch["positive_map_idx"], global_num_positives(batch["num_positives"]))
 
 
-ACTORS: MappingProxyType[str, Callable[..., Actor]] = MappingProxyType({"lorat": LoRATActor})
+# The ablation variants (experiments/lorat_ablation/) are LoRAT models with other PEFT methods: same step.
+ACTORS: MappingProxyType[str, Callable[..., Actor]] = MappingProxyType({"lorat": LoRATActor,
+                                                                       "lorat_ablation": LoRATActor})
 
 
 def build_actor(script: str, forward: Callable[..., dict[str, torch.Tensor]], device_type: str,
