@@ -124,8 +124,8 @@ def test_custom_entries_with_half_a_spec_or_a_bad_local_py_are_errors(folders, t
         build_train_dataset(DatasetEntry("my_drones", 1.0, "got10k", None), _train_env())
     with pytest.raises(FileNotFoundError, match="custom dataset 'my_drones': folder .*nowhere does not exist"):
         build_train_dataset(DatasetEntry("my_drones", 1.0, "got10k", str(tmp_path / "nowhere")), _train_env())
-    with pytest.raises(ValueError, match="has format 'vot'; use one of: got10k, lasot, simple"):
-        build_train_dataset("my_drones", _train_env(my_drones={"format": "vot", "root": "/x"}))
+    with pytest.raises(ValueError, match="has format 'mot'; use one of: got10k, lasot, simple, vot"):
+        build_train_dataset("my_drones", _train_env(my_drones={"format": "mot", "root": "/x"}))
     with pytest.raises(ValueError, match="a registered dataset name; rename it"):
         build_train_dataset("got10k_val", _train_env(got10k_val={"format": "got10k", "root": str(folders["got10k"])}))
     empty = tmp_path / "empty"

@@ -7,6 +7,8 @@ Layouts (`root` is the folder given in the experiment YAML or local.py):
 - `lasot`: `root/<class>/<seq>/{groundtruth.txt, full_occlusion.txt, out_of_view.txt, img/00000001.jpg ...}`.
 - `simple`: `root/<seq>/{groundtruth.txt, img/*.jpg}` (frames in the numeric order of their names; `list.txt`
   optional as for got10k); a row of `NaN` marks a frame where the target is absent.
+- `vot`: a VOT toolkit dataset, `root/list.txt` and `root/<seq>/{sequence, groundtruth.txt, color/00000001.jpg ...}`
+  (bounding-box sequences: 4 numbers a row; polygon rows are an error naming the file and line).
 
 `groundtruth.txt` holds one `x,y,w,h` row per frame (commas, tabs or spaces). Custom datasets are used in their
 files' coordinates, 0-based x, y (unlike the LaSOT benchmark itself, whose 1-based files are shifted by -1).
@@ -66,20 +68,30 @@ def _read_lasot(store: Store) -> list[FolderSequence]:
     return sequences
 
 
-def _read_simple(store: Store) -> list[FolderSequence]:
+def _read_frame_folder(store: Store, folder: str) -> list[FolderSequence]:
+    """`<seq>/groundtruth.txt` and the images of `<seq>/<folder>/` for every sequence."""
     sequences = []
     for name in _listed_or_found(store, "groundtruth.txt"):
-        frames = tuple(str(PurePosixPath(name, "img", f)) for f in image_names(store, f"{name}/img"))
+        frames = tuple(str(PurePosixPath(name, folder, f)) for f in image_names(store, f"{name}/{folder}"))
         boxes = read_boxes(store, f"{name}/groundtruth.txt")
-        check_frame_count(store.describe(name), len(boxes), "groundtruth.txt", len(frames), "img/")
+        check_frame_count(store.describe(name), len(boxes), "groundtruth.txt", len(frames), f"{folder}/")
         sequences.append(FolderSequence(name, frames, boxes))
     return sequences
+
+
+def _read_simple(store: Store) -> list[FolderSequence]:
+    return _read_frame_folder(store, "img")
+
+
+def _read_vot(store: Store) -> list[FolderSequence]:
+    return _read_frame_folder(store, "color")
 
 
 FORMATS: dict[str, Callable[[Store], list[FolderSequence]]] = {
     "got10k": _read_got10k,
     "lasot": _read_lasot,
     "simple": _read_simple,
+    "vot": _read_vot,
 }
 
 
