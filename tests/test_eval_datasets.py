@@ -5,9 +5,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_eval_helpers import (
+    make_env,
+    make_got10k_split,
+    moving_boxes,
+    write_boxes,
+    write_frame,
+)
 
-from lib.test.evaluation.datasets import SPLITS_DIR, get_dataset, read_box_file, read_name_list
-from test_eval_helpers import make_env, make_got10k_split, write_boxes, write_frame
+from lib.test.analysis.metrics import benchmark_spec
+from lib.test.evaluation.datasets import (
+    SPLITS_DIR,
+    get_dataset,
+    read_box_file,
+    read_name_list,
+)
 
 
 def _write_lasot_seq(seq_dir: Path, gt: np.ndarray, occlusion: list[int], out_of_view: list[int]) -> None:
@@ -193,3 +205,41 @@ def test_missing_path_setting_names_the_field(tmp_path):
         get_dataset("got10k_val", make_env(tmp_path, got10k_path=str(tmp_path / "nope")))
     with pytest.raises(KeyError, match="unknown dataset"):
         get_dataset("lasott", make_env(tmp_path))
+
+
+def test_tc128_reads_the_annotated_frame_range_and_lower_case_range_files(tmp_path):
+    """TC128 layout: <Seq>/<Seq>_gt.txt, <Seq>_frames.txt ('first,last'), img/%04d.jpg (more images than boxes)."""
+    root = tmp_path / "tc128"
+    for name, (first, last), frames_file in (("Ball_ce1", (3, 5), "Ball_ce1_frames.txt"),
+                                             ("CarDark", (1, 2), "cardark_frames.txt")):
+        for i in range(1, 7):
+            write_frame(root / name / "img" / f"{i:04d}.jpg")
+        write_boxes(root / name / f"{name}_gt.txt", moving_boxes(last - first + 1))
+        (root / name / frames_file).write_text(f"{first},{last}\n")
+    (root / "readme_folder").mkdir()
+    seqs = get_dataset("tc128", make_env(tmp_path, tc128_path=str(root)))
+    assert [s.name for s in seqs] == ["Ball_ce1", "CarDark"] and seqs[0].dataset == "tc128"
+    assert [Path(f).name for f in seqs[0].frames] == ["0003.jpg", "0004.jpg", "0005.jpg"]
+    np.testing.assert_array_equal(seqs[0].ground_truth_rect, moving_boxes(3))  # used as is (no shift)
+    assert seqs[0].file_offset == 0.0 and benchmark_spec("tc128").protocols == ("ope",)
+    (root / "CarDark" / "cardark_frames.txt").write_text("1,3\n")
+    with pytest.raises(ValueError, match="CarDark.*annotates 2 frames but the range 1..3 of img/ holds 3"):
+        get_dataset("tc128", make_env(tmp_path, tc128_path=str(root)))
+
+
+def test_vasttrack_is_shifted_and_all_zero_rows_are_invisible(tmp_path):
+    """VastTrack layout: <category>/<sequence>/{Groundtruth.txt (1-based x,y,w,h; 0,0,0,0 = absent), imgs/%05d.jpg}."""
+    root = tmp_path / "vasttrack"
+    gt = np.array([[11, 21, 5, 6], [0, 0, 0, 0], [13, 22, 5, 6]], dtype=float)
+    for category, seq, anno in (("Aardwolf", "Aardwolf-1", "Groundtruth.txt"), ("Bee", "Bee-3", "groundtruth.txt")):
+        write_boxes(root / category / seq / anno, gt)
+        for i in range(1, 4):
+            write_frame(root / category / seq / "imgs" / f"{i:05d}.jpg")
+        (root / category / seq / "nlp.txt").write_text("a small animal\n")
+    seqs = get_dataset("vasttrack", make_env(tmp_path, vasttrack_path=str(root)))
+    assert [s.name for s in seqs] == ["Aardwolf-1", "Bee-3"] and seqs[1].dataset == "vasttrack"
+    np.testing.assert_array_equal(seqs[0].ground_truth_rect[[0, 2]], [[10, 20, 5, 6], [12, 21, 5, 6]])
+    np.testing.assert_array_equal(seqs[0].visible, [True, False, True])
+    assert seqs[0].file_offset == 1.0  # result files are 1-based like the annotation
+    assert benchmark_spec("vasttrack").coordinate_offset == 1.0
+    assert seqs[0].frames[-1].endswith("Aardwolf/Aardwolf-1/imgs/00003.jpg")

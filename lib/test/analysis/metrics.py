@@ -500,6 +500,9 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     "otb": BenchmarkSpec(("ope",)),
     "uav": BenchmarkSpec(("ope",), pytracking_invalid_centre_is_hit=True),
     "nfs": BenchmarkSpec(("ope",)),
+    "tc128": BenchmarkSpec(("ope",)),
+    # VastTrack: 1-based files loaded with -1 like LaSOT; upstream's compatible scorer applies the LaSOT rules to it
+    "vasttrack": BenchmarkSpec(("ope",), coordinate_offset=1.0, pytracking_lasot_rules=True),
     "got10k_val": BenchmarkSpec(("got10k",)),
 }
 SERVER_SCORED: dict[str, str] = {

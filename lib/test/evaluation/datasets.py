@@ -2,14 +2,15 @@
 
 The LaSOT, GOT-10k and TrackingNet layouts are parsed by the readers the training datasets use (lib/datasets).
 Coordinate conventions follow the official LoRAT evaluation (upstream trackit/LoRAT: config/_dataset/test.yaml and
-its LaSOT / LaSOT_Extension loaders): LaSOT boxes are 1-based in the files and are shifted by -1 on load (result
-files get the +1 back, `Sequence.file_offset`); LaSOT-extension, GOT-10k, TrackingNet, TNL2K, OTB, UAV123 and NfS
-are used as they are in the files. Visibility: LaSOT / LaSOT-ext `visible = not full_occlusion and not
-out_of_view`; GOT-10k-layout sets (GOT-10k val, synthetic) `visible = absence == 0` plus their `cover` labels.
+its LaSOT / LaSOT_Extension / VastTrack loaders): LaSOT and VastTrack boxes are 1-based in the files and are shifted
+by -1 on load (result files get the +1 back, `Sequence.file_offset`); LaSOT-extension, GOT-10k, TrackingNet, TNL2K,
+OTB, UAV123, NfS and TC128 are used as they are in the files. Visibility: LaSOT / LaSOT-ext `visible = not
+full_occlusion and not out_of_view`; VastTrack `visible = the row is not all zeros`; GOT-10k-layout sets (GOT-10k
+val, synthetic) `visible = absence == 0` plus their `cover` labels.
 Your own datasets are declared by name in local.py's `custom_datasets` (lib/datasets/custom.py).
 Every sequence must have one frame per annotated box (an error names the sequence and both counts), except the
 documented dataset facts below: GOT-10k test and TrackingNet test publish the first box only, OTB and UAV123 use
-frame ranges of their image folders, NfS subsamples 240-fps annotations and trims a one-row difference.
+frame ranges of their image folders (TC128 too), NfS subsamples 240-fps annotations and trims a one-row difference.
 """
 from __future__ import annotations
 
@@ -240,6 +241,58 @@ def load_nfs(env: EnvSettings) -> list[Sequence]:
     return sequences
 
 
+def load_tc128(env: EnvSettings) -> list[Sequence]:
+    """TempleColor-128: every `<Seq>/` folder with `<Seq>_gt.txt` (x, y, w, h as in the file, like OTB) and
+    `<Seq>_frames.txt` ("first,last", 1-based numbers of the annotated frames `img/%04d.jpg`; some folders name that
+    file in lower case), as upstream trackit/LoRAT's TempleColor loader reads them."""
+    root = Path(env.require("tc128_path"))
+    store = FolderStore(root)
+    sequences = []
+    for seq_dir in sorted(p for p in root.iterdir() if (p / f"{p.name}_gt.txt").is_file()):
+        name = seq_dir.name
+        range_file = next((seq_dir / f"{stem}_frames.txt" for stem in (name, name.lower())
+                           if (seq_dir / f"{stem}_frames.txt").is_file()), None)
+        if range_file is None:
+            raise FileNotFoundError(f"TC128 sequence {seq_dir}: no {name}_frames.txt; re-extract the dataset")
+        fields = range_file.read_text(encoding="utf-8").strip().split(",")
+        if len(fields) != 2 or not all(f.strip().isdigit() for f in fields):
+            raise ValueError(f"{range_file}:1: expected 'first,last' frame numbers, got {range_file.read_text()!r}")
+        first, last = (int(f) for f in fields)
+        frames = tuple(str(seq_dir / "img" / f"{i:04d}.jpg") for i in range(first, last + 1))
+        missing = [f for f in (frames[0], frames[-1]) if not Path(f).is_file()] if frames else ["(empty range)"]
+        if missing:
+            raise FileNotFoundError(f"TC128 sequence {name}: {range_file.name} names frames {first}..{last} but "
+                                    f"{missing[0]} does not exist; re-extract the dataset")
+        gt = read_boxes(store, f"{name}/{name}_gt.txt")
+        check_frame_count(name, len(gt), gt.source, len(frames), f"the range {first}..{last} of img/")
+        sequences.append(_sequence(name, frames, "tc128", gt))
+    if not sequences:
+        raise FileNotFoundError(f"no <Seq>/<Seq>_gt.txt under {root} (tc128_path)")
+    return sequences
+
+
+def load_vasttrack(env: EnvSettings) -> list[Sequence]:
+    """VastTrack test: `<category>/<sequence>/{Groundtruth.txt (or groundtruth.txt), imgs/%05d.jpg}` for every
+    category folder. Boxes are 1-based in the files and shifted by -1 on load; an all-zero row marks a frame without
+    the target (not visible), as upstream trackit/LoRAT's VastTrack loader reads them."""
+    root = Path(env.require("vasttrack_path"))
+    store = FolderStore(root)
+    sequences = []
+    for category in sorted(p for p in root.iterdir() if p.is_dir()):
+        for seq_dir in sorted(p for p in category.iterdir() if p.is_dir()):
+            anno = next((f for f in ("Groundtruth.txt", "groundtruth.txt") if (seq_dir / f).is_file()), None)
+            if anno is None:
+                continue
+            gt = read_boxes(store, f"{category.name}/{seq_dir.name}/{anno}")
+            frames = list_images(seq_dir / "imgs", numeric=True)
+            check_frame_count(seq_dir.name, len(gt), gt.source, len(frames), str(seq_dir / "imgs"))
+            visible = gt.xywh.sum(axis=1) > 0
+            sequences.append(_sequence(seq_dir.name, frames, "vasttrack", gt, shift=1.0, visible=visible))
+    if not sequences:
+        raise FileNotFoundError(f"no <category>/<sequence>/Groundtruth.txt under {root} (vasttrack_path)")
+    return sequences
+
+
 def load_custom(name: str, custom: CustomDataset) -> list[Sequence]:
     """Your own dataset folder (local.py's `custom_datasets`), in its files' coordinates; scored with ope."""
     root = Path(custom.root)
@@ -265,6 +318,8 @@ DATASETS: dict[str, Callable[..., list[Sequence]]] = {
     "otb": load_otb,
     "uav": load_uav,
     "nfs": load_nfs,
+    "tc128": load_tc128,
+    "vasttrack": load_vasttrack,
 }
 
 

@@ -33,6 +33,8 @@ TEST_FIELDS: dict[str, tuple[str, str]] = {
     "otb_path": ("D", "otb"),
     "uav_path": ("D", "uav"),
     "nfs_path": ("D", "nfs"),
+    "tc128_path": ("D", "tc128"),
+    "vasttrack_path": ("D", "vasttrack"),
     "synthetic_path": ("D", "synthetic"),
 }
 
