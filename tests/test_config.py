@@ -151,7 +151,8 @@ def test_to_dict_from_dict_round_trip():
         cfg = load_experiment("lorat", name)
         data = cfg.to_dict()
         assert data["model"]["lora"] == (None if name.endswith("_fft") else
-                                         {"r": 64, "alpha": 64.0, "dropout": 0.0, "use_rslora": False, "init": "bert"})
+                                         {"r": 64, "alpha": 64.0, "dropout": 0.0, "use_rslora": False, "init": "bert",
+                                          "targets": ("q", "k", "v", "o", "mlp")})
         assert ExperimentConfig.from_dict(data) == cfg
     bad = load_experiment("lorat", "small_224").to_dict()
     bad["train"]["epoch"] = 1
