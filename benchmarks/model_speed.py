@@ -2,11 +2,17 @@
 
     python -m benchmarks.model_speed [--variants small_224 base_224] [--device cpu|cuda] [--dtype fp32|fp16|bf16]
                                      [--runs N] [--warmup N] [--threads N] [--upstream /path/to/LoRAT-checkout]
+    python -m benchmarks.model_speed --variants base_224 --threads 2 --engines eager bf16 fp16 int8 onnxruntime
 
 Batch 1, images filled with 0.5 and an all-foreground template mask (upstream's profiling input). With
 `--upstream`, the official `LoRAT_DINOv2` is imported from that checkout (nothing of it is copied here), given this
 project's random weights through a key mapping, checked to give the same outputs, and both models are timed in one
 process, alternating call by call so that machine load affects both alike.
+
+With `--engines` the inference engines of lib/models/engines.py are timed side by side in the same way (one call
+each in turn), next to each engine's largest score-map and box deviation from fp32 eager on random inputs (random
+weights with O(1) LayerScale gammas, so that every block shapes the output). An engine this machine cannot run is
+listed with the reason.
 """
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ from torch import nn
 
 from lib.config import ExperimentConfig, load_experiment
 from lib.models import build_model
+from lib.models.engines import ENGINE_NAMES, EngineError, build_engine
+from lib.models.onnx_export import random_inputs
 from lib.models.profile import measure_latency, sample_inputs
 
 DEFAULT_VARIANTS = ("small_224", "small_378", "base_224", "base_378")
@@ -101,6 +109,32 @@ def describe(label: str, times_ms: list[float]) -> str:
     return f"{label}: median {statistics.median(times_ms):8.2f} ms, mean {mean:8.2f} ms, {1000.0 / mean:7.1f} FPS"
 
 
+def compare_engines(cfg: ExperimentConfig, names: list[str], device: torch.device, warmup: int, runs: int) -> None:
+    """Latency of each engine (interleaved call by call) and its largest output deviation from fp32 eager."""
+    model = build_model(cfg, training=False)
+    randomise_layer_scale_(model)
+    model = model.to(device)
+    check = tuple(t.to(device) for t in random_inputs(model, batch=1, seed=1))
+    with torch.inference_mode():
+        reference = model(*check)
+    engines, deviations = [], []
+    for name in names:
+        try:
+            engine = build_engine(model, name, device)
+        except EngineError as exc:
+            print(f"  {name:12s} unavailable: {exc}")
+            continue
+        out = engine(*check)
+        deviations.append({k: (out[k] - reference[k].float()).abs().max().item() for k in ("score_map", "boxes")})
+        engines.append(engine)
+    times = interleaved_latency(engines, sample_inputs(cfg, 1, str(device)), "fp32", warmup, runs)
+    eager_ms = statistics.median(times[0]) if engines and engines[0].name == "eager" else None
+    for engine, engine_ms, deviation in zip(engines, times, deviations):
+        speedup = f", {eager_ms / statistics.median(engine_ms):4.2f}x eager" if eager_ms else ""
+        print(f"  {describe(f'{engine.name:12s}', engine_ms)}{speedup}; max deviation from fp32 eager: score map "
+              f"{deviation['score_map']:.2e}, boxes {deviation['boxes']:.2e}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS))
@@ -112,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="default 10 GPU, 3 CPU")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--upstream", type=Path, default=None, help="checkout of github.com/LitingLin/LoRAT")
+    parser.add_argument("--engines", nargs="+", default=None, choices=ENGINE_NAMES,
+                        help="time these inference engines side by side (put eager first for speed-ups)")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda, but no CUDA device is visible")
@@ -126,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"device: {device_description(device)}; dtype {args.dtype}; batch 1; {runs} runs after {warmup} warm-up")
     for variant in args.variants:
         cfg = load_experiment("lorat", variant)
+        if args.engines:
+            print(f"{variant}:")
+            compare_engines(cfg, args.engines, device, warmup, runs)
+            continue
         ours = build_model(cfg, training=False)
         inputs = sample_inputs(cfg, 1, args.device)
         if args.upstream is None:

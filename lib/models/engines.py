@@ -81,16 +81,20 @@ def _require_package(module: str, engine: str, install: str) -> None:
 
 
 def _cpu_supports(dtype: torch.dtype) -> bool:
-    """oneDNN has fast kernels for `dtype` on this CPU (bf16: AVX512-BF16/AMX; fp16: AVX512-FP16/AMX-FP16)."""
-    check = {torch.bfloat16: torch.ops.mkldnn._is_mkldnn_bf16_supported,
-             torch.float16: torch.ops.mkldnn._is_mkldnn_fp16_supported}[dtype]
-    return torch.backends.mkldnn.is_available() and bool(check())
+    """This CPU runs `dtype` faster than fp32: bf16 with oneDNN's AVX512-BF16 / AMX-BF16 kernels; fp16 only with
+    AMX-FP16 (on an AVX512-FP16 CPU without AMX-FP16, B-224 in fp16 measured no faster than fp32: docs/benchmarks.md)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.bfloat16:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)())
 
 
 def _half(model: nn.Module, device: torch.device, name: str, dtype: torch.dtype) -> Engine:
     if device.type == "cpu" and not _cpu_supports(dtype):
-        raise EngineError(f"engine {name!r}: this CPU has no fast {name} kernels (oneDNN reports no support); use "
-                          f"the int8 or eager engine on it")
+        needed = "AVX512-BF16 or AMX-BF16" if dtype == torch.bfloat16 else "AMX-FP16"
+        raise EngineError(f"engine {name!r}: this CPU has no fast {name} kernels ({needed} needed; without them {name} "
+                          f"is no faster than fp32); on this CPU use int8, bf16 or eager")
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise EngineError(f"engine 'bf16': {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
     converted = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
@@ -115,16 +119,17 @@ def build_fp16(model: nn.Module, device: torch.device, **_: object) -> Engine:
 
 
 def build_int8(model: nn.Module, device: torch.device, **_: object) -> Engine:
-    """Dynamic int8 quantisation of every linear layer (per-tensor int8 weights, activations quantised per call);
-    patch embedding, norms and attention's matrix products stay fp32. CPU only (PyTorch's quantised kernels:
-    fbgemm / oneDNN with VNNI)."""
+    """The exported graph with ONNX Runtime's dynamic int8 quantisation of every layer with weights: linears and
+    patch embedding (per-tensor int8 weights, activations quantised per call); norms and attention's q.k and attn.v
+    products stay fp32. CPU only. Measured against PyTorch's dynamic int8 linears (torch.ao) on B-224: same deviation from
+    fp32, 1.8x faster (docs/benchmarks.md)."""
     if device.type != "cpu":
-        raise EngineError(f"engine 'int8' runs on the CPU only (PyTorch's dynamic int8 linears have no CUDA kernels); "
-                          f"on {device} use fp16 or tensorrt")
-    from torch.ao.quantization import quantize_dynamic
+        raise EngineError(f"engine 'int8' runs on the CPU only (ONNX Runtime's int8 kernels are CPU kernels); on "
+                          f"{device} use fp16 or tensorrt")
+    _require_package("onnxruntime", "int8", "onnxruntime onnx onnxscript")
+    from lib.models.onnx_export import export_to_bytes, ort_session, quantise_int8
 
-    quantised = quantize_dynamic(copy.deepcopy(model).cpu().float().eval(), {nn.Linear}, dtype=torch.qint8)
-    return TorchEngine(quantised, device, "int8", "int8")
+    return OnnxRuntimeEngine(ort_session(quantise_int8(export_to_bytes(model))), device, "int8", "int8")
 
 
 def build_onnxruntime(model: nn.Module, device: torch.device, **_: object) -> Engine:
@@ -172,7 +177,7 @@ ENGINES: MappingProxyType[str, EngineKind] = MappingProxyType({
     "eager": EngineKind(build_eager, None, "PyTorch fp32 (autocast to test.amp on CUDA)"),
     "bf16": EngineKind(build_bf16, "bf16", "PyTorch, weights and activations bfloat16"),
     "fp16": EngineKind(build_fp16, "fp16", "PyTorch, weights and activations float16"),
-    "int8": EngineKind(build_int8, "int8", "PyTorch dynamic int8 linears (CPU)"),
+    "int8": EngineKind(build_int8, "int8", "ONNX Runtime dynamic int8 matrix products (CPU)"),
     "onnxruntime": EngineKind(build_onnxruntime, "fp32", "exported ONNX graph in ONNX Runtime"),
     "tensorrt": EngineKind(build_tensorrt, "fp16", "TensorRT via ONNX Runtime (NVIDIA GPU)"),
 })

@@ -105,6 +105,26 @@ def export_to_bytes(model: LoRAT, fp16: bool = False) -> bytes:
         return export_onnx(model, Path(folder) / "model.onnx", fp16).read_bytes()
 
 
+def quantise_int8(graph: bytes) -> bytes:
+    """ONNX Runtime's dynamic int8 quantisation of an exported graph: every MatMul and Conv with weights gets int8
+    weights (one scale per tensor) and activations quantised to uint8 on each call (MatMulInteger / ConvInteger)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as folder:
+        source, target = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
+        source.write_bytes(graph)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to run shape pre-processing first does not apply to this graph
+        try:
+            quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=False)
+        finally:
+            root.setLevel(level)
+        return target.read_bytes()
+
+
 def run_session(session, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> dict[str, np.ndarray]:
     """Feed torch inputs to an exported graph; numpy float32 outputs by name."""
     feeds = {"z": z.detach().float().cpu().numpy(), "x": x.detach().float().cpu().numpy(),
