@@ -29,7 +29,6 @@ from lib.test.evaluation.running import run_dataset
 from lib.test.integrations.vot_workspace import (
     TOOLKIT_PINS,
     create_toolkit_venv,
-    register_tracker,
 )
 from lib.test.tracker import resolve_spec
 from lib.utils.synthetic import SyntheticSpec, write_got10k
@@ -136,7 +135,8 @@ def test_vot_setup_keeps_the_users_config_and_replaces_only_its_own_entry(checkp
     _write_vot_sequences(workspace)
     user_config = "registry:\n- ./trackers.ini\nstack: vot2020/shortterm\nsequences: /my/data\n"
     (workspace / "config.yaml").write_text(user_config)
-    register_tracker(workspace, "other", "run_other")
+    users_entry = "# my trackers\n[other]\nlabel = Other\nprotocol = trax\ncommand = run_other --fast\n"
+    (workspace / "trackers.ini").write_text(users_entry)
     spec = importlib.util.spec_from_file_location("vot_setup", ROOT / "tracking" / "vot_setup.py")
     vot_setup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(vot_setup)
@@ -153,7 +153,7 @@ def test_vot_setup_keeps_the_users_config_and_replaces_only_its_own_entry(checkp
     assert (workspace / "config.yaml").read_text() == user_config
     ini = (workspace / "trackers.ini").read_text()
     assert ini.count("[lorat_demo]") == 1 and "--device cuda:1" in ini and "--device cpu" not in ini
-    assert "[other]\nlabel = other\nprotocol = trax\ncommand = run_other\n" in ini
+    assert ini.startswith(users_entry)
     assert f"command = {sys.executable} -m lib.test.integrations.vot_trax --script lorat --config demo " in ini
     assert setup("--engine", "nope") == 1
     assert "nope" in capsys.readouterr().err

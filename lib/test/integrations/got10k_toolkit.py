@@ -40,8 +40,8 @@ class Got10kTracker(ToolkitTracker):
         return cls(tracker, name or f"{tracker.spec.script}_{tracker.spec.config}")
 
     def init(self, image, box) -> None:
-        self.tracker.initialize(np.array(image.convert("RGB")), np.asarray(box, dtype=np.float64))
+        self.tracker.initialize(np.asarray(image.convert("RGB")), np.asarray(box, dtype=np.float64))
 
     def update(self, image) -> np.ndarray:
-        box, _score = self.tracker.track(np.array(image.convert("RGB")))
+        box, _score = self.tracker.track(np.asarray(image.convert("RGB")))
         return np.asarray(box, dtype=np.float64)

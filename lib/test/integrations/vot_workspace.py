@@ -17,6 +17,9 @@ from lib.utils.io import atomic_write_text
 
 TOOLKIT_PINS = ("vot-toolkit==0.9.0", "attributee==0.1.9")
 DEFAULT_STACK = "vot2022/shorttermbox"
+# Seconds the toolkit waits for each answer of the tracker, the first one included (the model is built before the
+# TraX handshake); the toolkit's default of 30 is too short to load the large backbones on a CPU.
+TRAX_TIMEOUT_S = 300
 
 
 def tracker_command(spec: TrackerSpec) -> str:
@@ -40,7 +43,7 @@ def register_tracker(workspace: Path, name: str, command: str) -> Path:
             kept.append(line)
     while kept and not kept[-1].strip():
         kept.pop()
-    section = [f"[{name}]", f"label = {name}", "protocol = trax", f"command = {command}"]
+    section = [f"[{name}]", f"label = {name}", "protocol = trax", f"command = {command}", f"timeout = {TRAX_TIMEOUT_S}"]
     atomic_write_text(path, "\n".join([*kept, *([""] if kept else []), *section]) + "\n")
     return path
 

@@ -89,4 +89,4 @@ def _rgb(frame: np.ndarray) -> np.ndarray:
     if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
         raise ValueError(f"frames must be RGB uint8 arrays of shape (H, W, 3), got {frame.dtype} {frame.shape} "
                          f"(convert OpenCV's BGR with cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))")
-    return frame
+    return frame if frame.flags.writeable else frame.copy()  # e.g. np.asarray(PIL image) is read-only; torch warns
