@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
           f"(LoRA {train_counts.lora / 1e6:.2f} M, token-type embedding + head + other {train_counts.extra / 1e6:.2f} M)")
     print(f"  parameters (inference, merged): {infer_total / 1e6:6.2f} M")
     print(f"  MACs (batch 1, merged):      {macs / 1e9:9.2f} G")
-    print(f"  latency ({device_name}, {args.engine} engine, {engine.precision}, batch {args.batch}): mean {latency.mean_ms:.2f} ms, "
+    print(f"  latency ({device_name}, {args.engine} engine, {engine.precision}, batch {args.batch}): "
+          f"mean {latency.mean_ms:.2f} ms, "
           f"median {latency.median_ms:.2f} ms, {latency.fps:.1f} FPS")
 
 

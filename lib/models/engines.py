@@ -82,7 +82,8 @@ def _require_package(module: str, engine: str, install: str) -> None:
 
 def _cpu_supports(dtype: torch.dtype) -> bool:
     """This CPU runs `dtype` faster than fp32: bf16 with oneDNN's AVX512-BF16 / AMX-BF16 kernels; fp16 only with
-    AMX-FP16 (on an AVX512-FP16 CPU without AMX-FP16, B-224 in fp16 measured no faster than fp32: docs/benchmarks.md)."""
+    AMX-FP16 (on an AVX512-FP16 CPU without AMX-FP16, B-224 in fp16 measured no faster than fp32:
+    docs/benchmarks.md)."""
     if not torch.backends.mkldnn.is_available():
         return False
     if dtype == torch.bfloat16:
@@ -121,8 +122,8 @@ def build_fp16(model: nn.Module, device: torch.device, **_: object) -> Engine:
 def build_int8(model: nn.Module, device: torch.device, **_: object) -> Engine:
     """The exported graph with ONNX Runtime's dynamic int8 quantisation of every layer with weights: linears and
     patch embedding (per-tensor int8 weights, activations quantised per call); norms and attention's q.k and attn.v
-    products stay fp32. CPU only. Measured against PyTorch's dynamic int8 linears (torch.ao) on B-224: same deviation from
-    fp32, 1.8x faster (docs/benchmarks.md)."""
+    products stay fp32. CPU only. Measured against PyTorch's dynamic int8 linears (torch.ao) on B-224: same
+    deviation from fp32, 1.8x faster (docs/benchmarks.md)."""
     if device.type != "cpu":
         raise EngineError(f"engine 'int8' runs on the CPU only (ONNX Runtime's int8 kernels are CPU kernels); on "
                           f"{device} use fp16 or tensorrt")
