@@ -91,7 +91,9 @@ class ModelConfig:
 
     @property
     def patch_size(self) -> int:
-        return 14
+        from lib.models.backbone import VIT_SPECS  # the backbone table; lib.models imports this module
+
+        return VIT_SPECS[self.backbone].patch_size
 
     @property
     def template_feat_size(self) -> int:

@@ -16,7 +16,7 @@ from torch import nn
 from timm.layers import DropPath
 
 from lib.config import ExperimentConfig
-from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_meta_dinov2,
+from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_backbone_weights,
                                  resolve_backbone_weights)
 from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
 from lib.models.peft import MERGEABLE_TYPES, merge_peft_, method_of
@@ -56,7 +56,7 @@ def _uniform_drop_path_(blocks: nn.ModuleList, rate: float) -> None:
 
 
 def default_backbone_weights(cfg: ExperimentConfig) -> Path | None:
-    """`pretrained/<Meta file>` for DINOv2 backbones (whether or not it exists yet), None for demo backbones."""
+    """`pretrained/<weights file>` of the config's backbone (whether or not it exists yet), None for demo ones."""
     return default_weights_path(cfg.model.backbone)
 
 
@@ -75,9 +75,11 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
         torch.manual_seed(cfg.train.seed)
         vit = create_vit(cfg.model.backbone)
         if backbone_weights is not None:
-            load_meta_dinov2(vit, resolve_backbone_weights(cfg.model.backbone, backbone_weights))
+            load_backbone_weights(vit, cfg.model.backbone,
+                                  resolve_backbone_weights(cfg.model.backbone, backbone_weights))
         _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
-        model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size)
+        model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size,
+                      VIT_SPECS[cfg.model.backbone].pos_embed)
         method = method_of(cfg.model)
         if method is not None and (training or not method.mergeable):
             model.requires_grad_(False)

@@ -1,8 +1,17 @@
-"""DINOv2 ViT backbones from timm, and loading Meta's torch-hub checkpoints from a local file."""
+"""ViT backbones built with timm, and loading their pretrained weights from local files.
+
+Two weight formats: Meta's DINOv2 torch-hub checkpoints (`dinov2_*`, the paper's main backbones, pos-embed resized
+by interpolation as upstream config/LoRAT does), and timm/Hugging Face files (`timm_*`, the paper's Table 9
+backbones, as upstream config/LoRAT_timm builds them with `timm.create_model`, https://github.com/LitingLin/LoRAT:
+trackit/models/methods/LoRAT/timm_vit/). A `timm_*` backbone's search-grid position embedding is the top-left crop
+of the pretrained grid when that grid is large enough, and interpolated otherwise (upstream timm variant).
+"""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import timm
 import torch
@@ -14,56 +23,125 @@ DINOV2_GRID = 37  # Meta's checkpoints are trained at 518 px: 37 x 37 patch posi
 
 @dataclass(frozen=True)
 class ViTSpec:
-    """A backbone: the timm architecture to instantiate and, for DINOv2, the Meta checkpoint it loads."""
+    """A backbone: the timm architecture to instantiate, its patch size, and the weight file it loads."""
 
     timm_name: str
     overrides: tuple[tuple[str, int], ...] = ()  # architecture changes (small demo ViTs)
-    meta_file: str | None = None  # Meta torch-hub file name, looked up in pretrained/
+    weights_file: str | None = None  # file name looked up in pretrained/
+    weights_format: str = "meta_dinov2"  # key of WEIGHT_LOADERS
+    weights_url: str | None = None  # where users download `weights_file` from
+    patch_size: int = 14
+    img_size: int | None = DINOV2_GRID * 14  # the pretrained grid; None: timm's default for the model
+    pos_embed: str = "interpolate"  # key of lib.models.lorat.POS_EMBED_RESIZE
 
-    @property
-    def meta_url(self) -> str | None:
-        if self.meta_file is None:
-            return None
-        return f"https://dl.fbaipublicfiles.com/dinov2/{self.meta_file.split('_pretrain')[0]}/{self.meta_file}"
+
+def _meta(name: str) -> dict[str, str]:
+    file = f"{name}_pretrain.pth"
+    return {"weights_file": file, "weights_url": f"https://dl.fbaipublicfiles.com/dinov2/{name}/{file}"}
+
+
+def _timm(tag: str, patch_size: int) -> dict[str, object]:
+    """A timm model tag (`<architecture>.<pretrained tag>`) whose Hugging Face `model.safetensors` is saved as
+    pretrained/<tag>.safetensors (or the repo's `pytorch_model.bin` as pretrained/<tag>.bin)."""
+    return {"weights_file": f"{tag}.safetensors", "weights_format": "timm", "patch_size": patch_size,
+            "weights_url": f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors", "img_size": None,
+            "pos_embed": "crop"}
 
 
 VIT_SPECS: dict[str, ViTSpec] = {
-    "dinov2_vits14": ViTSpec("vit_small_patch14_dinov2", meta_file="dinov2_vits14_pretrain.pth"),
-    "dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", meta_file="dinov2_vitb14_pretrain.pth"),
-    "dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", meta_file="dinov2_vitl14_pretrain.pth"),
-    "dinov2_vitg14": ViTSpec("vit_giant_patch14_dinov2", meta_file="dinov2_vitg14_pretrain.pth"),
+    "dinov2_vits14": ViTSpec("vit_small_patch14_dinov2", **_meta("dinov2_vits14")),
+    "dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_meta("dinov2_vitb14")),
+    "dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", **_meta("dinov2_vitl14")),
+    "dinov2_vitg14": ViTSpec("vit_giant_patch14_dinov2", **_meta("dinov2_vitg14")),
     # A DINOv2-shaped ViT small enough to train from scratch on a CPU (the out-of-the-box demo).
     "vit_demo_p14": ViTSpec("vit_small_patch14_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
                                                                     ("num_heads", 3))),
+    # Paper Table 9 (upstream config/LoRAT_timm): timm's ViT-B models with their timm/Hugging Face weights.
+    "timm_dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_timm("vit_base_patch14_dinov2.lvd142m", 14)),
+    "timm_mae_vitb16": ViTSpec("vit_base_patch16_224", **_timm("vit_base_patch16_224.mae", 16)),
+    "timm_clip_vitb16": ViTSpec("vit_base_patch16_clip_quickgelu_224",
+                                **_timm("vit_base_patch16_clip_quickgelu_224.openai", 16)),
+    "timm_dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", **_timm("vit_large_patch14_dinov2.lvd142m", 14)),
 }
 
 
+def build_vit(spec: ViTSpec, drop_path: float = 0.0) -> VisionTransformer:
+    """Instantiate `spec` with random weights (no network access; timm's pretrained download is off)."""
+    size = {} if spec.img_size is None else {"img_size": spec.img_size}
+    vit = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, drop_path_rate=drop_path,
+                            **size, **dict(spec.overrides))
+    if not isinstance(vit, VisionTransformer) or vit.patch_embed.patch_size[0] != spec.patch_size:
+        raise ValueError(f"{spec.timm_name}: expected a timm VisionTransformer with patch {spec.patch_size}")
+    return vit
+
+
 def create_vit(name: str, drop_path: float = 0.0) -> VisionTransformer:
-    """Instantiate a backbone with random weights (no network access; timm's pretrained download is off)."""
+    """The backbone registered as `name` in VIT_SPECS, with random weights."""
     if name not in VIT_SPECS:
         raise KeyError(f"Unknown backbone '{name}'. Known: {', '.join(VIT_SPECS)}")
-    spec = VIT_SPECS[name]
-    return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=DINOV2_GRID * 14,
-                             drop_path_rate=drop_path, **dict(spec.overrides))
+    return build_vit(VIT_SPECS[name], drop_path)
 
 
 def default_weights_path(name: str) -> Path | None:
-    """`pretrained/<Meta file>` for DINOv2 backbones (whether or not it exists yet), None for demo backbones."""
+    """`pretrained/<weights file>` (whether or not it exists yet), None for demo backbones. For timm files the
+    `.bin` twin is taken when only it exists."""
     spec = VIT_SPECS[name]
-    return PRETRAINED_DIR / spec.meta_file if spec.meta_file else None
+    if spec.weights_file is None:
+        return None
+    path = PRETRAINED_DIR / spec.weights_file
+    bin_twin = path.with_suffix(".bin")
+    return bin_twin if spec.weights_format == "timm" and not path.is_file() and bin_twin.is_file() else path
 
 
 def resolve_backbone_weights(name: str, path: str | Path | None) -> Path:
-    """Where the Meta checkpoint for `name` is: `path` if given, else pretrained/<meta file>. Missing: clear error."""
+    """Where the weights for `name` are: `path` if given, else pretrained/<file>. Missing: clear error."""
     spec = VIT_SPECS[name]
     path = path if path is not None else default_weights_path(name)
     if path is None:
         raise ValueError(f"Backbone '{name}' has no published weights; pass an explicit file or None")
     path = Path(path)
     if not path.is_file():
-        hint = f"Download {spec.meta_url} and put it at {path}" if spec.meta_url else "Check the path"
+        hint = f"Download {spec.weights_url} and put it at {path}" if spec.weights_url else "Check the path"
         raise FileNotFoundError(f"Backbone weights not found: {path}. {hint} (see pretrained/README.md).")
     return path
+
+
+def load_backbone_weights(vit: VisionTransformer, name: str, path: str | Path) -> None:
+    """Load the weight file of backbone `name` into `vit` with the loader of its format."""
+    WEIGHT_LOADERS[VIT_SPECS[name].weights_format](vit, path)
+
+
+def _strict_load(vit: VisionTransformer, converted: dict[str, torch.Tensor], path: Path) -> None:
+    expected = vit.state_dict()
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
+             for k, v in converted.items() if k in expected and v.shape != expected[k].shape]
+    missing = sorted(set(expected) - set(converted))
+    unexpected = sorted(set(converted) - set(expected))
+    if wrong or missing or unexpected:
+        raise ValueError(f"{path} does not match the backbone (wrong size variant?). "
+                         f"shape mismatches: {wrong}; missing: {missing}; unexpected: {unexpected}")
+    vit.load_state_dict(converted, strict=True)
+
+
+def load_timm_weights(vit: VisionTransformer, path: str | Path) -> None:
+    """Load a timm/Hugging Face weight file (safetensors, or a torch `.bin`) of the same architecture, strictly,
+    through timm's own checkpoint filter (as `timm.create_model(..., pretrained=True)` would)."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated download or a non-checkpoint file
+        raise ValueError(f"{path} is not a readable safetensors/PyTorch weight file ({e}). Re-download it.") from e
+    if not isinstance(state, dict) or "pos_embed" not in state or "blocks.0.norm1.weight" not in state:
+        raise ValueError(f"{path} does not look like a timm ViT weight file (keys 'pos_embed', "
+                         f"'blocks.0.norm1.weight' expected)")
+    if tuple(state["pos_embed"].shape) != tuple(vit.pos_embed.shape):  # timm would silently resample it
+        raise ValueError(f"{path}: pos_embed {tuple(state['pos_embed'].shape)} differs from the model's "
+                         f"{tuple(vit.pos_embed.shape)}: a different image size variant of the model")
+    _strict_load(vit, checkpoint_filter_fn(dict(state), vit), path)
 
 
 def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
@@ -83,13 +161,9 @@ def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
     if state["pos_embed"].shape[1] != grid_tokens:  # timm would silently resample it (with antialiasing)
         raise ValueError(f"{path}: pos_embed has {state['pos_embed'].shape[1]} positions, Meta's DINOv2 checkpoints "
                          f"have {grid_tokens} (37 x 37 + CLS); this is not one of the torch-hub *_pretrain.pth files")
-    converted = checkpoint_filter_fn(dict(state), vit)
-    expected = vit.state_dict()
-    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
-             for k, v in converted.items() if k in expected and v.shape != expected[k].shape]
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    if wrong or missing or unexpected:
-        raise ValueError(f"{path} does not match the backbone (wrong size variant?). "
-                         f"shape mismatches: {wrong}; missing: {missing}; unexpected: {unexpected}")
-    vit.load_state_dict(converted, strict=True)
+    _strict_load(vit, checkpoint_filter_fn(dict(state), vit), path)
+
+
+# `ViTSpec.weights_format` names.
+WEIGHT_LOADERS: Mapping[str, Callable[[VisionTransformer, str | Path], None]] = MappingProxyType(
+    {"meta_dinov2": load_meta_dinov2, "timm": load_timm_weights})

@@ -2,6 +2,9 @@
 https://github.com/LitingLin/LoRAT)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,15 +31,31 @@ def search_pos_embed(pretrained_pos_embed: torch.Tensor, grid: int, feat_size: i
     return resized.permute(0, 2, 3, 1).reshape(1, feat_size * feat_size, dim).to(pretrained_pos_embed.dtype)
 
 
+def cropped_pos_embed(pretrained_pos_embed: torch.Tensor, grid: int, feat_size: int) -> torch.Tensor:
+    """Upstream's timm variant: the top-left `feat_size x feat_size` of the pretrained grid (CLS row dropped) when
+    the grid is at least that large, else the interpolation of `search_pos_embed`. Returns (1, feat_size**2, D)."""
+    if grid < feat_size:
+        return search_pos_embed(pretrained_pos_embed, grid, feat_size)
+    patch = pretrained_pos_embed[:, 1:, :] if pretrained_pos_embed.shape[1] == grid * grid + 1 else pretrained_pos_embed
+    dim = patch.shape[-1]
+    return patch.reshape(1, grid, grid, dim)[:, :feat_size, :feat_size, :].reshape(1, feat_size * feat_size, dim)
+
+
+# `ViTSpec.pos_embed` names: how the search grid's embedding comes from the pretrained one.
+POS_EMBED_RESIZE: Mapping[str, Callable[[torch.Tensor, int, int], torch.Tensor]] = MappingProxyType(
+    {"interpolate": search_pos_embed, "crop": cropped_pos_embed})
+
+
 class LoRAT(nn.Module):
     """Template and search tokens share one position embedding (the template takes its top-left sub-grid) and
     carry token-type embeddings; all tokens go through the ViT blocks jointly; the head reads search tokens."""
 
     # The members that `__init__` takes from the pretrained ViT (`pos_embed` resized from it); the token-type
     # embedding, the head and any LoRA adapters are LoRAT's own.
-    BACKBONE_PARTS = ("patch_embed", "pos_embed", "blocks", "norm")
+    BACKBONE_PARTS = ("patch_embed", "pos_embed", "norm_pre", "blocks", "norm")
 
-    def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int) -> None:
+    def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int,
+                 pos_embed: str = "interpolate") -> None:
         super().__init__()
         if template_feat_size > search_feat_size:
             raise ValueError("The template grid must not be larger than the search grid")
@@ -46,9 +65,10 @@ class LoRAT(nn.Module):
         self.patch_embed = vit.patch_embed
         self.patch_embed.strict_img_size = False  # template and search sizes differ from the 518 px of pretraining
         grid = vit.patch_embed.grid_size[0]
-        self.pos_embed = nn.Parameter(search_pos_embed(vit.pos_embed.data, grid, search_feat_size))
+        self.pos_embed = nn.Parameter(POS_EMBED_RESIZE[pos_embed](vit.pos_embed.data, grid, search_feat_size))
         self.token_type_embed = nn.Parameter(torch.empty(3, self.embed_dim))
         trunc_normal_(self.token_type_embed, std=0.02)
+        self.norm_pre = vit.norm_pre  # CLIP's pre-norm; Identity for the other backbones
         self.blocks = vit.blocks
         self.norm = vit.norm
         self.head = MlpAnchorFreeHead(self.embed_dim, search_feat_size)
@@ -69,7 +89,7 @@ class LoRAT(nn.Module):
         """z: (B,3,Hz,Wz) template, x: (B,3,Hx,Wx) search (ImageNet-normalised), z_feat_mask: (B,hz,wz) 0/1."""
         z_tokens = self.patch_embed(z) + self.template_pos_embed() + self.token_type_embed[z_feat_mask.flatten(1)]
         x_tokens = self.patch_embed(x) + self.pos_embed + self.token_type_embed[SEARCH]
-        tokens = torch.cat([z_tokens, x_tokens], dim=1)
+        tokens = self.norm_pre(torch.cat([z_tokens, x_tokens], dim=1))
         for block in self.blocks:
             tokens = block(tokens)
         # LayerNorm is per token, so normalising only the search tokens equals upstream's norm-then-discard.

@@ -40,9 +40,10 @@ class LoRATActor:
                           batch["positive_map_idx"], global_num_positives(batch["num_positives"]))
 
 
-# The ablation variants (experiments/lorat_ablation/) are LoRAT models with other PEFT methods: same step.
-ACTORS: MappingProxyType[str, Callable[..., Actor]] = MappingProxyType({"lorat": LoRATActor,
-                                                                       "lorat_ablation": LoRATActor})
+# The ablation variants (experiments/lorat_ablation/) and the timm backbones (experiments/lorat_timm/) are LoRAT
+# models with other PEFT methods or backbones: same step.
+ACTORS: MappingProxyType[str, Callable[..., Actor]] = MappingProxyType(
+    {"lorat": LoRATActor, "lorat_ablation": LoRATActor, "lorat_timm": LoRATActor})
 
 
 def build_actor(script: str, forward: Callable[..., dict[str, torch.Tensor]], device_type: str,

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_base(cfg: ExperimentConfig, backbone_weights: str | None, init_checkpoint: str | None) -> dict:
     """Which files provide the frozen/initial weights; recorded in checkpoints so a resume rebuilds the same."""
-    if backbone_weights == "none" or init_checkpoint is not None or VIT_SPECS[cfg.model.backbone].meta_file is None:
+    if backbone_weights == "none" or init_checkpoint is not None or VIT_SPECS[cfg.model.backbone].weights_file is None:
         weights = None if backbone_weights in (None, "none") else str(Path(backbone_weights).resolve())
     else:
         weights = str(Path(backbone_weights or default_backbone_weights(cfg)).resolve())

@@ -1,0 +1,149 @@
+"""Table 9 backbones (experiments/lorat_timm/): timm's DINOv2, MAE and CLIP ViTs load their timm/Hugging Face weight
+files (generated here in the real key layout, at reduced depth) and compute what timm's own model computes with
+those weights; LoRAT takes the pos-embed the way upstream's timm variant does (https://github.com/LitingLin/LoRAT:
+trackit/models/methods/LoRAT/timm_vit/lorat.py)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+from lib.config import apply_overrides, load_experiment
+from lib.models import build_model, load_checkpoint, trainable_state_dict
+from lib.models.backbone import VIT_SPECS, build_vit, load_timm_weights, resolve_backbone_weights
+
+DEPTH = 2
+# backbone -> (config, timm architecture as the issue names it, pretrained image size)
+FAMILIES = {"timm_dinov2_vitb14": ("base_224_dinov2", "vit_base_patch14_dinov2", 518),
+            "timm_mae_vitb16": ("base_256_mae", "vit_base_patch16_224", 224),
+            "timm_clip_vitb16": ("base_256_clip", "vit_base_patch16_clip_quickgelu_224", 224)}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def timm_reference(arch: str, seed: int = 3) -> torch.nn.Module:
+    """timm's own model, random weights drawn under `seed` and every tensor (biases, norms too) perturbed."""
+    torch.manual_seed(seed)
+    model = timm.create_model(arch, pretrained=False, num_classes=0, depth=DEPTH).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model
+
+
+def write_weights(model: torch.nn.Module, path: Path) -> Path:
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save(state, path)
+    return path
+
+
+@pytest.fixture
+def shallow_specs(monkeypatch):
+    """The registered timm backbones at reduced depth (same layout, same key names)."""
+    for name in FAMILIES:
+        spec = VIT_SPECS[name]
+        monkeypatch.setitem(VIT_SPECS, name, dataclasses.replace(spec, overrides=(("depth", DEPTH),)))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".bin"])
+@pytest.mark.parametrize("backbone", sorted(FAMILIES))
+def test_backbone_equals_timm_with_the_same_file(backbone, suffix, tmp_path, shallow_specs):
+    _, arch, size = FAMILIES[backbone]
+    reference = timm_reference(arch)
+    path = write_weights(reference, tmp_path / f"weights{suffix}")
+    ours = build_vit(VIT_SPECS[backbone]).eval()
+    load_timm_weights(ours, path)
+    image = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(ours.forward_features(image), reference.forward_features(image))
+
+
+def test_lorat_pos_embed_is_cropped_or_interpolated_as_upstream(tmp_path, shallow_specs):
+    """DINOv2's 37 x 37 grid covers the 16 x 16 search grid: top-left crop. MAE's 14 x 14 grid does not:
+    bicubic interpolation (size-based, no antialias), computed here with torch directly."""
+    for backbone, expect_crop in (("timm_dinov2_vitb14", True), ("timm_mae_vitb16", False)):
+        config, arch, _ = FAMILIES[backbone]
+        reference = timm_reference(arch)
+        path = write_weights(reference, tmp_path / f"{backbone}.safetensors")
+        model = build_model(load_experiment("lorat_timm", config), training=True, backbone_weights=path)
+        grid = reference.patch_embed.grid_size[0]
+        table = reference.pos_embed.detach()[0, 1:].reshape(grid, grid, -1)
+        if expect_crop:
+            expected = table[:16, :16]
+        else:
+            expected = F.interpolate(table.permute(2, 0, 1)[None], size=(16, 16), mode="bicubic",
+                                     align_corners=False)[0].permute(1, 2, 0)
+        torch.testing.assert_close(model.pos_embed.detach().reshape(16, 16, -1), expected, atol=1e-6, rtol=0)
+
+
+def test_clip_pre_norm_is_applied_before_the_blocks(tmp_path, shallow_specs):
+    """CLIP has a LayerNorm in front of the blocks (timm `norm_pre`): LoRAT applies it to the joint sequence."""
+    reference = timm_reference("vit_base_patch16_clip_quickgelu_224")
+    path = write_weights(reference, tmp_path / "clip.safetensors")
+    cfg = load_experiment("lorat_timm", "base_256_clip")
+    model = build_model(cfg, training=False, backbone_weights=path)
+    assert torch.equal(model.norm_pre.weight, reference.norm_pre.weight)
+    seen = []
+    model.blocks[0].register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    z, x = torch.randn(1, 3, 128, 128), torch.randn(1, 3, 256, 256)
+    mask = torch.ones(1, 8, 8, dtype=torch.long)
+    with torch.no_grad():
+        model(z, x, mask)
+        tokens = torch.cat([model.patch_embed(z) + model.template_pos_embed() + model.token_type_embed[1],
+                            model.patch_embed(x) + model.pos_embed + model.token_type_embed[2]], dim=1)
+        expected = F.layer_norm(tokens, (768,), reference.norm_pre.weight, reference.norm_pre.bias, eps=1e-5)
+    torch.testing.assert_close(seen[0], expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", sorted(FAMILIES))
+def test_lora_checkpoint_round_trip_on_each_family(backbone, tmp_path, shallow_specs):
+    config, arch, _ = FAMILIES[backbone]
+    path = write_weights(timm_reference(arch), tmp_path / "backbone.safetensors")
+    cfg = load_experiment("lorat_timm", config)
+    model = build_model(cfg, training=True, backbone_weights=path).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.02)
+    torch.save({"model": trainable_state_dict(model), "config": cfg.to_dict()}, tmp_path / "lora.pth")
+    inference = build_model(cfg, training=False, backbone_weights=path)
+    load_checkpoint(inference, tmp_path / "lora.pth", backbone_weights=path)
+    t, s = cfg.model.template_size, cfg.model.search_size
+    batch = (torch.randn(1, 3, t, t), torch.randn(1, 3, s, s), torch.ones(1, 8, 8, dtype=torch.long))
+    with torch.no_grad():
+        a, b = model(*batch), inference(*batch)
+    assert a["score_map"].shape == (1, 16, 16)
+    torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a["score_map"], b["score_map"], atol=1e-4, rtol=1e-5)
+
+
+def test_configs_and_missing_weights():
+    for config in ("base_224_dinov2", "base_256_mae", "base_256_clip"):
+        for suffix, lora in (("", True), ("_fft", False)):
+            m = load_experiment("lorat_timm", config + suffix).model
+            assert (m.template_feat_size, m.search_feat_size) == (8, 16) and (m.lora is not None) == lora
+    assert load_experiment("lorat_timm", "base_256_mae").model.patch_size == 16
+    with pytest.raises(FileNotFoundError, match="huggingface.co/timm/vit_base_patch16_224.mae"):
+        resolve_backbone_weights("timm_mae_vitb16", "/nonexistent/vit_base_patch16_224.mae.safetensors")
+
+
+def test_wrong_family_file_is_refused(tmp_path, shallow_specs):
+    path = write_weights(timm_reference("vit_base_patch16_224"), tmp_path / "mae.safetensors")
+    with pytest.raises(ValueError, match="pos_embed"):
+        load_timm_weights(build_vit(VIT_SPECS["timm_dinov2_vitb14"]), path)
+    with pytest.raises(ValueError, match="missing"):  # same grid, but CLIP has norm_pre the MAE file lacks
+        load_timm_weights(build_vit(VIT_SPECS["timm_clip_vitb16"]), path)
