@@ -112,3 +112,16 @@ def test_lockstep_needs_a_batching_tracker_and_one_process(sequences, tmp_path):
         run_dataset(SPEC, sequences, tmp_path / "b", threads=2, batch_sequences=2)
     with pytest.raises(ValueError, match="must be >= 1"):
         run_dataset(SPEC, sequences, tmp_path / "c", batch_sequences=0)
+
+
+def test_onnxruntime_engine_in_lockstep_follows_eager(sequences, tmp_path):
+    """The exported graph (dynamic batch) driven in lockstep gives the eager tracker's boxes."""
+    eager_dir, onnx_dir = tmp_path / "eager", tmp_path / "onnx"
+    run_dataset(SPEC, sequences[:3], eager_dir)
+    tracker = build_tracker(TrackerSpec("lorat", "demo", "random", engine="onnxruntime"))
+    assert tracker.precision == "fp32" and tracker.engine.name == "onnxruntime"
+    outcomes = track_lockstep(tracker, sequences[:3], onnx_dir, batch_sequences=3)
+    assert not [o for o in outcomes if o.error]
+    for seq in sequences[:3]:
+        np.testing.assert_allclose(read_sequence_boxes(onnx_dir, seq), read_sequence_boxes(eager_dir, seq),
+                                   rtol=0, atol=1e-3)
