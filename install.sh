@@ -14,6 +14,13 @@ PY
 "$PYTHON" -m pip install --upgrade-strategy only-if-needed -r requirements.txt
 # the project itself, editable: `lib` is importable from the scripts in tracking/ and benchmarks/ and from tests
 "$PYTHON" -m pip install --no-deps -e .
+# The VOT toolkit in its own virtual environment (it pins its own opencv-python, numba, ...); our tracker runs as a
+# TraX server from this Python (vot-trax, in requirements.txt). attributee 0.1.10 breaks `import vot` on Python 3.11+.
+LORAT_VOT_VENV=${LORAT_VOT_VENV:-$HOME/.cache/lorat/vot-venv}
+if [ ! -x "$LORAT_VOT_VENV/bin/vot" ]; then
+    "$PYTHON" -m venv "$LORAT_VOT_VENV"
+    "$LORAT_VOT_VENV/bin/python" -m pip install --quiet vot-toolkit==0.9.0 attributee==0.1.9
+fi
 "$PYTHON" - <<'PY'
 import cv2, lmdb, pycocotools, timm, torch, torchvision, thop  # noqa: F401  (fail here, not in the middle of a run)
 print(f"torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), torchvision {torchvision.__version__}, "
