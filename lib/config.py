@@ -83,11 +83,16 @@ class ModelConfig:
     lora: Optional[LoRAConfig]  # None (and no `peft`): full fine-tuning
     peft: Optional[PEFTConfig] = None  # another PEFT method instead of LoRA (then `lora` must be null)
     train_final_norm: bool = False  # PEFT runs: the backbone's final LayerNorm trains too (Table 6 ablations)
+    head: Annotated[str, OneOf("lib.models.head:HEADS")] = "mlp"  # mlp (LoRAT) | conv | ostrack (Table 6)
+    attention: Annotated[str, OneOf("lib.models.lorat:ATTENTION_MASKS")] = "full"  # full | smam (Table 6)
 
     def __post_init__(self) -> None:
         if self.lora is not None and self.peft is not None:
             raise ConfigError(f"model.lora and model.peft ({self.peft.method}) are alternatives: set lora: null "
                               f"to use {self.peft.method}")
+        if self.attention != "full" and self.peft is not None and self.peft.method == "vpt":
+            raise ConfigError("model.attention masks [template; search] tokens; VPT prompts change that sequence: "
+                              "use attention: full with VPT")
 
     @property
     def patch_size(self) -> int:
@@ -147,6 +152,9 @@ class TrainConfig:
     save_every: int  # epochs
     val_every: int  # epochs; needs data.val
     seed: int
+    # BCE target at positive cells: the IoU of the predicted box (LoRAT), or 1 (upstream's conv-head ablations set
+    # iou_aware_classification_score: false)
+    iou_aware_target: bool = True
 
 
 @dataclass(frozen=True)

@@ -79,7 +79,7 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
                                   resolve_backbone_weights(cfg.model.backbone, backbone_weights))
         _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
         model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size,
-                      VIT_SPECS[cfg.model.backbone].pos_embed)
+                      VIT_SPECS[cfg.model.backbone].pos_embed, cfg.model.head, cfg.model.attention)
         method = method_of(cfg.model)
         if method is not None and (training or not method.mergeable):
             model.requires_grad_(False)
@@ -100,8 +100,15 @@ def merge_for_inference(model: LoRAT) -> LoRAT:
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Only the parameters that train (for PEFT models: the method's modules, token-type embedding, head)."""
-    return {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    """Only the parameters that train (for PEFT models: the method's modules, token-type embedding, head), plus the
+    saved buffers of the modules that own them (BatchNorm statistics of the conv heads), without which the
+    checkpoint could not be loaded strictly."""
+    state = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+    owners = {k.rpartition(".")[0] for k in state}
+    params = {k for k, _ in model.named_parameters()}
+    buffers = {k: v.detach() for k, v in model.state_dict().items()
+               if k not in params and k.rpartition(".")[0] in owners}
+    return {**state, **buffers}
 
 
 def export_inference_checkpoint(model: LoRAT, cfg: ExperimentConfig, path: str | Path) -> Path:

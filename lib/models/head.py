@@ -1,5 +1,9 @@
-"""LoRAT's MLP-only anchor-free head (upstream trackit/LoRAT: trackit/models/methods/LoRAT/modules/head/mlp.py)."""
+"""LoRAT's MLP-only anchor-free head (upstream trackit/LoRAT: trackit/models/methods/LoRAT/modules/head/mlp.py), and
+the conv heads of the paper's Table 6 ablation, behind the `HEADS` registry."""
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -55,3 +59,67 @@ class MlpAnchorFreeHead(nn.Module):
         dist = self.reg_mlp(x).float().sigmoid().view(b, h, w, 4)
         boxes = torch.cat([self.ref_points - dist[..., :2], self.ref_points + dist[..., 2:]], dim=-1)
         return {"score_map": score_map, "boxes": boxes}
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    """3x3 conv (with bias), BatchNorm, ReLU: one stage of the conv heads."""
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=3, padding=1, bias=True), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True))
+
+
+def conv_tower(dim: int, channels: int, out: int) -> nn.Sequential:
+    """Four conv stages halving the width from `channels` (256 -> 128 -> 64 -> 32), then a 1x1 conv to `out`."""
+    widths = [dim, channels, channels // 2, channels // 4, channels // 8]
+    stages = [_conv_bn_relu(a, b) for a, b in zip(widths[:-1], widths[1:])]
+    return nn.Sequential(*stages, nn.Conv2d(widths[-1], out, kernel_size=1))
+
+
+class ConvAnchorFreeHead(nn.Module):
+    """Table 6 ablation: LoRAT's anchor-free outputs from two conv towers over the search-token map instead of MLPs
+    (upstream trackit/models/methods/LoRAT/modules/head/conv.py; PyTorch default init). Same output as
+    `MlpAnchorFreeHead`."""
+
+    def __init__(self, dim: int, feat_size: int, channels: int = 256) -> None:
+        super().__init__()
+        self.feat_size = feat_size
+        self.cls_convs = conv_tower(dim, channels, 1)
+        self.reg_convs = conv_tower(dim, channels, 4)
+        self.register_buffer("ref_points", reference_points(feat_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, h = x.shape[0], self.feat_size
+        grid = x.transpose(1, 2).reshape(b, -1, h, h)
+        score_map = self.cls_convs(grid).float().view(b, h, h)
+        dist = self.reg_convs(grid).float().sigmoid().permute(0, 2, 3, 1)
+        boxes = torch.cat([self.ref_points - dist[..., :2], self.ref_points + dist[..., 2:]], dim=-1)
+        return {"score_map": score_map, "boxes": boxes}
+
+
+class OSTrackHead(nn.Module):
+    """Table 6 ablation: OSTrack's centre / offset / size conv towers (upstream .../modules/head/ostrack.py;
+    Xavier-uniform init of every >= 2-D parameter). Box = centre `ref + offset`, size `sigmoid(size)`, in
+    normalised search-crop units, returned as xyxy; trained with LoRAT's loss, not OSTrack's."""
+
+    def __init__(self, dim: int, feat_size: int, channels: int = 256) -> None:
+        super().__init__()
+        self.feat_size = feat_size
+        self.ctr_convs = conv_tower(dim, channels, 1)
+        self.offset_convs = conv_tower(dim, channels, 2)
+        self.size_convs = conv_tower(dim, channels, 2)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        self.register_buffer("ref_points", reference_points(feat_size), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        b, h = x.shape[0], self.feat_size
+        grid = x.transpose(1, 2).reshape(b, -1, h, h)
+        score_map = self.ctr_convs(grid).float().view(b, h, h)
+        centre = self.ref_points + self.offset_convs(grid).float().permute(0, 2, 3, 1)
+        half = self.size_convs(grid).float().sigmoid().permute(0, 2, 3, 1) / 2
+        return {"score_map": score_map, "boxes": torch.cat([centre - half, centre + half], dim=-1)}
+
+
+# `model.head` names (paper Table 6).
+HEADS: Mapping[str, Callable[[int, int], nn.Module]] = MappingProxyType(
+    {"mlp": MlpAnchorFreeHead, "conv": ConvAnchorFreeHead, "ostrack": OSTrackHead})

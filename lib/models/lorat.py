@@ -11,7 +11,7 @@ from torch import nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
 
-from lib.models.head import MlpAnchorFreeHead
+from lib.models.head import HEADS
 from lib.models.peft import PEFT_MODULE_TYPES
 
 TEMPLATE_BACKGROUND, TEMPLATE_FOREGROUND, SEARCH = 0, 1, 2
@@ -46,6 +46,20 @@ POS_EMBED_RESIZE: Mapping[str, Callable[[torch.Tensor, int, int], torch.Tensor]]
     {"interpolate": search_pos_embed, "crop": cropped_pos_embed})
 
 
+def smam_mask(num_template: int, num_search: int) -> torch.Tensor:
+    """S-MAM (MixFormer-style asymmetric attention, paper Table 6; upstream .../modules/mixformer_attn.py): template
+    queries attend only to template keys, search queries to every token. Boolean, True = may attend."""
+    n = num_template + num_search
+    mask = torch.ones(n, n, dtype=torch.bool)
+    mask[:num_template, num_template:] = False
+    return mask
+
+
+# `model.attention` names: the attention mask over [template; search] tokens (None: full attention).
+ATTENTION_MASKS: Mapping[str, Callable[[int, int], torch.Tensor | None]] = MappingProxyType(
+    {"full": lambda num_template, num_search: None, "smam": smam_mask})
+
+
 class LoRAT(nn.Module):
     """Template and search tokens share one position embedding (the template takes its top-left sub-grid) and
     carry token-type embeddings; all tokens go through the ViT blocks jointly; the head reads search tokens."""
@@ -55,7 +69,7 @@ class LoRAT(nn.Module):
     BACKBONE_PARTS = ("patch_embed", "pos_embed", "norm_pre", "blocks", "norm")
 
     def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int,
-                 pos_embed: str = "interpolate") -> None:
+                 pos_embed: str = "interpolate", head: str = "mlp", attention: str = "full") -> None:
         super().__init__()
         if template_feat_size > search_feat_size:
             raise ValueError("The template grid must not be larger than the search grid")
@@ -71,7 +85,9 @@ class LoRAT(nn.Module):
         self.norm_pre = vit.norm_pre  # CLIP's pre-norm; Identity for the other backbones
         self.blocks = vit.blocks
         self.norm = vit.norm
-        self.head = MlpAnchorFreeHead(self.embed_dim, search_feat_size)
+        self.head = HEADS[head](self.embed_dim, search_feat_size)
+        self.register_buffer("attn_mask", ATTENTION_MASKS[attention](template_feat_size ** 2, search_feat_size ** 2),
+                             persistent=False)
 
     def backbone_state_keys(self) -> set[str]:
         """The `state_dict()` keys whose values come from the pretrained backbone file (`BACKBONE_PARTS` without
@@ -91,6 +107,6 @@ class LoRAT(nn.Module):
         x_tokens = self.patch_embed(x) + self.pos_embed + self.token_type_embed[SEARCH]
         tokens = self.norm_pre(torch.cat([z_tokens, x_tokens], dim=1))
         for block in self.blocks:
-            tokens = block(tokens)
+            tokens = block(tokens, attn_mask=self.attn_mask)
         # LayerNorm is per token, so normalising only the search tokens equals upstream's norm-then-discard.
         return self.head(self.norm(tokens[:, z_tokens.shape[1]:]))

@@ -30,14 +30,17 @@ class LoRATActor:
     batch_keys: ClassVar[tuple[str, ...]] = ("z", "x", "z_feat_mask", "search_boxes", "positive_batch_idx",
                                              "positive_map_idx", "num_positives")
 
-    def __init__(self, forward: Callable[..., dict[str, torch.Tensor]], device_type: str, precision: str) -> None:
+    def __init__(self, forward: Callable[..., dict[str, torch.Tensor]], device_type: str, precision: str,
+                 iou_aware_target: bool = True) -> None:
         self.forward, self.device_type, self.precision = forward, device_type, precision
+        self.iou_aware_target = iou_aware_target
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         with autocast(self.device_type, self.precision):
             out = self.forward(batch["z"], batch["x"], batch["z_feat_mask"])
         return lorat_loss(out["score_map"], out["boxes"], batch["search_boxes"], batch["positive_batch_idx"],
-                          batch["positive_map_idx"], global_num_positives(batch["num_positives"]))
+                          batch["positive_map_idx"], global_num_positives(batch["num_positives"]),
+                          iou_aware=self.iou_aware_target)
 
 
 # The ablation variants (experiments/lorat_ablation/) and the timm backbones (experiments/lorat_timm/) are LoRAT
@@ -47,9 +50,9 @@ ACTORS: MappingProxyType[str, Callable[..., Actor]] = MappingProxyType(
 
 
 def build_actor(script: str, forward: Callable[..., dict[str, torch.Tensor]], device_type: str,
-                precision: str) -> Actor:
-    """The actor of experiment script `script` around `forward`."""
+                precision: str, iou_aware_target: bool = True) -> Actor:
+    """The actor of experiment script `script` around `forward` (`iou_aware_target`: `train.iou_aware_target`)."""
     if script not in ACTORS:
         raise ValueError(f"no training actor for experiment script {script!r}; known: {', '.join(ACTORS)}. "
                          f"Add one to ACTORS in lib/train/actor.py")
-    return ACTORS[script](forward, device_type, precision)
+    return ACTORS[script](forward, device_type, precision, iou_aware_target)

@@ -72,13 +72,14 @@ def _check_loss_inputs(score_map: torch.Tensor, pred_boxes: torch.Tensor, gt_box
 
 def lorat_loss(score_map: torch.Tensor, pred_boxes: torch.Tensor, gt_boxes: torch.Tensor,
                positive_batch_idx: torch.Tensor, positive_map_idx: torch.Tensor,
-               num_positives_global: float) -> tuple[torch.Tensor, dict[str, float]]:
+               num_positives_global: float, iou_aware: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """LoRAT loss ``L_cls + L_reg`` and its logging stats.
 
     score_map: (B, H, W) logits; pred_boxes: (B, H, W, 4) normalised xyxy; gt_boxes: (B, 4) normalised xyxy;
     positive_batch_idx / positive_map_idx: int64 (P,) sample index and row-major flat cell index of each
     positive cell; num_positives_global: positives per rank averaged over ranks (``global_num_positives``).
-    The BCE target is the IoU between the GT and the (detached) prediction at positive cells, 0 elsewhere.
+    The BCE target is the IoU between the GT and the (detached) prediction at positive cells (`iou_aware=False`:
+    1 there, as upstream's conv-head ablations), 0 elsewhere.
     Stats: ``loss_cls``, ``loss_giou``, ``iou`` (mean IoU of the positive cells, 0 when there are none).
     """
     _check_loss_inputs(score_map, pred_boxes, gt_boxes, positive_batch_idx, positive_map_idx)
@@ -93,7 +94,7 @@ def lorat_loss(score_map: torch.Tensor, pred_boxes: torch.Tensor, gt_boxes: torc
         with torch.no_grad():
             positive_iou = box_iou(positive_gt, positive_pred)
             target = torch.zeros_like(logits)
-            target[positive_batch_idx, positive_map_idx] = positive_iou
+            target[positive_batch_idx, positive_map_idx] = positive_iou if iou_aware else 1.0
 
         loss_cls = F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / num_pos
         if positive_batch_idx.numel() > 0:

@@ -86,7 +86,8 @@ class Trainer:
         self.forward_model: nn.Module = self.model if self.ddp is None else self.ddp
         if cfg.train.compile:  # after DDP, so that its optimizer splits graphs at gradient-bucket boundaries
             self.forward_model = torch.compile(self.forward_model)
-        self.actor = build_actor(cfg.script, self.forward_model, self.device.type, cfg.train.amp)
+        self.actor = build_actor(cfg.script, self.forward_model, self.device.type, cfg.train.amp,
+                                 cfg.train.iou_aware_target)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.start_epoch = 0
         self.global_step = 0
