@@ -85,6 +85,8 @@ class ModelConfig:
     train_final_norm: bool = False  # PEFT runs: the backbone's final LayerNorm trains too (Table 6 ablations)
     head: Annotated[str, OneOf("lib.models.head:HEADS")] = "mlp"  # mlp (LoRAT) | conv | ostrack (Table 6)
     attention: Annotated[str, OneOf("lib.models.lorat:ATTENTION_MASKS")] = "full"  # full | smam (Table 6)
+    # Table 5 input embedding: lorat | sinusoidal | separate | shared_types | separate_types_fg
+    embedding: Annotated[str, OneOf("lib.models.lorat:INPUT_EMBEDDINGS")] = "lorat"
 
     def __post_init__(self) -> None:
         if self.lora is not None and self.peft is not None:

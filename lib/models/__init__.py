@@ -79,12 +79,14 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
                                   resolve_backbone_weights(cfg.model.backbone, backbone_weights))
         _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
         model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size,
-                      VIT_SPECS[cfg.model.backbone].pos_embed, cfg.model.head, cfg.model.attention)
+                      VIT_SPECS[cfg.model.backbone].pos_embed, cfg.model.head, cfg.model.attention,
+                      cfg.model.embedding)
         method = method_of(cfg.model)
         if method is not None and (training or not method.mergeable):
             model.requires_grad_(False)
             method.apply(model, cfg.model)  # its modules are created trainable
-            model.token_type_embed.requires_grad_(True)
+            if model.token_type_embed is not None:
+                model.token_type_embed.requires_grad_(True)
             model.head.requires_grad_(True)
             model.norm.requires_grad_(cfg.model.train_final_norm)
     if not training:

@@ -225,7 +225,8 @@ def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {s}" for k, s in shapes.items() if tuple(state[k].shape) != s]
     if wrong:
         raise CheckpointError(f"{path}: shape mismatches (wrong size variant or search size?): {wrong}")
-    absent = [p for p in REQUIRED_PREFIXES if not any(k.startswith(p) for k in plain)]
+    absent = [p for p in REQUIRED_PREFIXES  # those the model has (no token types in some Table 5 schemes)
+              if any(k.startswith(p) for k in target) and not any(k.startswith(p) for k in plain)]
     if absent:
         raise CheckpointError(f"{path}: no {' / '.join(absent)} weights: this is not a LoRAT tracker checkpoint "
                               f"(backbone weights go to build_model(..., backbone_weights=...))")

@@ -3,6 +3,7 @@ https://github.com/LitingLin/LoRAT)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
@@ -60,16 +61,52 @@ ATTENTION_MASKS: Mapping[str, Callable[[int, int], torch.Tensor | None]] = Mappi
     {"full": lambda num_template, num_search: None, "smam": smam_mask})
 
 
+def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sine-cosine embedding of a `grid x grid` map, MAE style as upstream's sinusoidal ablation builds it:
+    token (row i, column j) gets `[sin(j w), cos(j w), sin(i w), cos(i w)]`, `w_k = 10000^(-k / (dim / 4))`,
+    k = 0 .. dim/4 - 1. Returns (1, grid**2, dim) float32."""
+    if dim % 4:
+        raise ValueError(f"sinusoidal position embedding needs an embedding width divisible by 4, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+    col, row = cols.reshape(-1, 1) * omega, rows.reshape(-1, 1) * omega
+    return torch.cat([col.sin(), col.cos(), row.sin(), row.cos()], dim=1).float().unsqueeze(0)
+
+
+@dataclass(frozen=True)
+class InputEmbedding:
+    """How template and search tokens are told apart (paper Table 5): position embeddings `shared` (the template
+    takes the top-left of the search grid's), `separate` (each grid resized from the pretrained one, OSTrack-like)
+    or `sinusoidal` (fixed, MixViT-like); `token_types` 0 (none), 2 (template / search) or 3 (template background
+    / template foreground / search)."""
+
+    pos: str
+    token_types: int
+
+
+# `model.embedding` names: the five schemes of Table 5 (upstream ablation/input_emb/, config/LoRAT_ablation*).
+INPUT_EMBEDDINGS: Mapping[str, InputEmbedding] = MappingProxyType({
+    "sinusoidal": InputEmbedding("sinusoidal", 0),  # (1)
+    "separate": InputEmbedding("separate", 0),  # (2)
+    "shared_types": InputEmbedding("shared", 2),  # (3)
+    "separate_types_fg": InputEmbedding("separate", 3),  # (4)
+    "lorat": InputEmbedding("shared", 3),  # (5)
+})
+
+
 class LoRAT(nn.Module):
     """Template and search tokens share one position embedding (the template takes its top-left sub-grid) and
-    carry token-type embeddings; all tokens go through the ViT blocks jointly; the head reads search tokens."""
+    carry token-type embeddings; all tokens go through the ViT blocks jointly; the head reads search tokens.
+    (`embedding` selects another Table 5 scheme: separate or sinusoidal position embeddings, fewer token types.)"""
 
-    # The members that `__init__` takes from the pretrained ViT (`pos_embed` resized from it); the token-type
-    # embedding, the head and any LoRA adapters are LoRAT's own.
-    BACKBONE_PARTS = ("patch_embed", "pos_embed", "norm_pre", "blocks", "norm")
+    # The members that `__init__` takes from the pretrained ViT (`pos_embed`, `z_pos_embed` resized from it); the
+    # token-type embedding, the head and any PEFT modules are LoRAT's own.
+    BACKBONE_PARTS = ("patch_embed", "pos_embed", "z_pos_embed", "norm_pre", "blocks", "norm")
 
     def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int,
-                 pos_embed: str = "interpolate", head: str = "mlp", attention: str = "full") -> None:
+                 pos_embed: str = "interpolate", head: str = "mlp", attention: str = "full",
+                 embedding: str = "lorat") -> None:
         super().__init__()
         if template_feat_size > search_feat_size:
             raise ValueError("The template grid must not be larger than the search grid")
@@ -79,9 +116,20 @@ class LoRAT(nn.Module):
         self.patch_embed = vit.patch_embed
         self.patch_embed.strict_img_size = False  # template and search sizes differ from the 518 px of pretraining
         grid = vit.patch_embed.grid_size[0]
-        self.pos_embed = nn.Parameter(POS_EMBED_RESIZE[pos_embed](vit.pos_embed.data, grid, search_feat_size))
-        self.token_type_embed = nn.Parameter(torch.empty(3, self.embed_dim))
-        trunc_normal_(self.token_type_embed, std=0.02)
+        scheme = INPUT_EMBEDDINGS[embedding]
+        if scheme.pos == "sinusoidal":  # fixed: buffers, not saved
+            self.register_buffer("pos_embed", sincos_pos_embed(self.embed_dim, search_feat_size), persistent=False)
+            self.register_buffer("z_pos_embed", sincos_pos_embed(self.embed_dim, template_feat_size),
+                                 persistent=False)
+        else:
+            resize = POS_EMBED_RESIZE[pos_embed]
+            self.pos_embed = nn.Parameter(resize(vit.pos_embed.data, grid, search_feat_size))
+            self.z_pos_embed = nn.Parameter(resize(vit.pos_embed.data, grid, template_feat_size)) \
+                if scheme.pos == "separate" else None
+        self.token_type_embed = None
+        if scheme.token_types:
+            self.token_type_embed = nn.Parameter(torch.empty(scheme.token_types, self.embed_dim))
+            trunc_normal_(self.token_type_embed, std=0.02)
         self.norm_pre = vit.norm_pre  # CLIP's pre-norm; Identity for the other backbones
         self.blocks = vit.blocks
         self.norm = vit.norm
@@ -97,14 +145,27 @@ class LoRAT(nn.Module):
                 if key.split(".", 1)[0] in self.BACKBONE_PARTS and not key.startswith(adapters)}
 
     def template_pos_embed(self) -> torch.Tensor:
-        """The top-left `Hz x Wz` slice of the search grid's embedding, flattened row-major."""
+        """The template's own embedding (separate / sinusoidal schemes), else the top-left `Hz x Wz` slice of the
+        search grid's embedding, flattened row-major."""
+        if self.z_pos_embed is not None:
+            return self.z_pos_embed
         s, t = self.search_feat_size, self.template_feat_size
         return self.pos_embed.view(1, s, s, self.embed_dim)[:, :t, :t, :].reshape(1, t * t, self.embed_dim)
 
+    def token_types(self, z_feat_mask: torch.Tensor) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+        """What the template and the search tokens add: rows 0/1 by the foreground mask and row 2 (three types),
+        rows 0 and 1 (two types), nothing (none). The search type is always the last row."""
+        table = self.token_type_embed
+        if table is None:
+            return 0.0, 0.0
+        template = table[z_feat_mask.flatten(1)] if table.shape[0] == 3 else table[TEMPLATE_BACKGROUND]
+        return template, table[-1]
+
     def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """z: (B,3,Hz,Wz) template, x: (B,3,Hx,Wx) search (ImageNet-normalised), z_feat_mask: (B,hz,wz) 0/1."""
-        z_tokens = self.patch_embed(z) + self.template_pos_embed() + self.token_type_embed[z_feat_mask.flatten(1)]
-        x_tokens = self.patch_embed(x) + self.pos_embed + self.token_type_embed[SEARCH]
+        template_type, search_type = self.token_types(z_feat_mask)
+        z_tokens = self.patch_embed(z) + self.template_pos_embed() + template_type
+        x_tokens = self.patch_embed(x) + self.pos_embed + search_type
         tokens = self.norm_pre(torch.cat([z_tokens, x_tokens], dim=1))
         for block in self.blocks:
             tokens = block(tokens, attn_mask=self.attn_mask)
