@@ -6,13 +6,31 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 NPROC=${NPROC:-8}
+SCRIPT=${SCRIPT:-lorat}  # experiments/<script>/: lorat, lorat_ablation (Tables 4-6), lorat_timm (Table 9)
 CONFIGS=("$@")
 if [ ${#CONFIGS[@]} -eq 0 ]; then
   CONFIGS=(base_224 base_378 large_224 large_378 giant_224 giant_378
            base_224_got10k base_378_got10k large_224_got10k large_378_got10k giant_224_got10k giant_378_got10k)
 fi
 # Full fine-tuning baselines (paper Table 3): base_224_fft base_378_fft large_224_fft large_378_fft
+#
+# The paper's ablations (experiments/lorat_ablation/, trained on the full protocol like the main configs; every
+# large_* has a base_* twin for cheaper runs, except the Table 5 configs):
+# Table 4, PEFT methods (LoRA r=64 on everything is lorat/large_224, full fine-tuning lorat/large_224_fft):
+#   SCRIPT=lorat_ablation bash xtrain.sh large_224_adapter large_224_vpt5 large_224_vpt10 large_224_ia3 \
+#     large_224_lora_qv_r4 large_224_lora_r16
+#   LoRA placement and init: large_224_lora_qkvo large_224_lora_mlp large_224_lora_qv_r64 \
+#     large_224_lora_init_kaiming large_224_lora_init_gaussian
+# Table 5, input embeddings (scheme 5 is lorat/large_{224,378}[_fft]):
+#   SCRIPT=lorat_ablation bash xtrain.sh large_224_emb_sinusoidal large_224_emb_separate large_224_emb_shared_types \
+#     large_224_emb_separate_types_fg, the same four at 378 (large_378_emb_*), and each with _fft
+# Table 6, modules (each also with _fft):
+#   SCRIPT=lorat_ablation bash xtrain.sh large_224_smam large_224_convhead large_224_ostrackhead \
+#     large_224_smam_fft large_224_convhead_fft large_224_ostrackhead_fft
+# Table 9, backbones from timm weight files in pretrained/ (B-224 full fine-tuning in the paper):
+#   SCRIPT=lorat_timm bash xtrain.sh base_224_dinov2_fft base_256_mae_fft base_256_clip_fft \
+#     base_224_dinov2 base_256_mae base_256_clip
 
 for cfg in "${CONFIGS[@]}"; do
-  python tracking/train.py --script lorat --config "$cfg" --save_dir ./output --mode multiple --nproc_per_node "$NPROC"
+  python tracking/train.py --script "$SCRIPT" --config "$cfg" --save_dir ./output --mode multiple --nproc_per_node "$NPROC"
 done

@@ -13,6 +13,31 @@ DEVICE=${DEVICE:-cuda}
 EXTRA=${EXTRA:-}
 RUN="--threads ${THREADS} --num_gpus ${NUM_GPUS} --device ${DEVICE} ${EXTRA}"
 
+# The paper's ablations report LaSOT (Tables 4, 6, 9) and LaSOT, LaSOT-ext, TNL2K (Table 5); run them with
+#   ABLATIONS="large_224_adapter large_224_ia3" bash ytest.sh      (experiments/lorat_ablation/ configs)
+#   TIMM="base_256_mae_fft base_256_clip_fft" bash ytest.sh          (experiments/lorat_timm/ configs)
+# Table 4: large_224_adapter large_224_vpt5 large_224_vpt10 large_224_ia3 large_224_lora_qv_r4 large_224_lora_r16
+#          (+ large_224_lora_qkvo large_224_lora_mlp large_224_lora_qv_r64 large_224_lora_init_{kaiming,gaussian})
+# Table 5: large_{224,378}_emb_{sinusoidal,separate,shared_types,separate_types_fg}[_fft]
+# Table 6: large_224_{smam,convhead,ostrackhead}[_fft]
+# Table 9: base_224_dinov2[_fft] base_256_mae[_fft] base_256_clip[_fft]
+# Set VARIANTS="" to run only those.
+ABLATIONS=${ABLATIONS:-}
+TIMM=${TIMM:-}
+for pair in $(for c in ${ABLATIONS}; do echo "lorat_ablation:$c"; done; for c in ${TIMM}; do echo "lorat_timm:$c"; done); do
+  script=${pair%%:*}; cfg=${pair#*:}
+  python tracking/test.py "${script}" "${cfg}" --dataset_name lasot ${RUN}
+  python tracking/analysis_results.py --script "${script}" --config "${cfg}" --dataset lasot \
+    --json "output/test/scores/${script}_${cfg}_lasot.json"
+  case "${cfg}" in *_emb_*)
+    for dataset in lasot_extension_subset tnl2k; do
+      python tracking/test.py "${script}" "${cfg}" --dataset_name ${dataset} ${RUN}
+      python tracking/analysis_results.py --script "${script}" --config "${cfg}" --dataset ${dataset} \
+        --json "output/test/scores/${script}_${cfg}_${dataset}.json"
+    done;;
+  esac
+done
+
 for cfg in ${VARIANTS}; do
   # Full protocol (trained on LaSOT + TrackingNet + GOT-10k + COCO).
   python tracking/test.py lorat "${cfg}" --dataset_name lasot ${RUN}
