@@ -94,3 +94,15 @@ def test_onnxruntime_on_cuda_needs_the_gpu_build(model: torch.nn.Module, monkeyp
         from lib.models.onnx_export import ort_session
 
         ort_session(b"", "cuda")
+
+
+def test_half_precision_casts_weights_but_keeps_the_reference_points_exact(model: torch.nn.Module,
+                                                                           monkeypatch) -> None:
+    monkeypatch.setattr(engines, "_cpu_supports", lambda dtype: True)
+    engine = build_engine(model, "bf16", "cpu")
+    assert {p.dtype for p in engine.module.parameters()} == {torch.bfloat16}
+    feat = model.search_feat_size  # 8 for the demo: cell centres (j + 0.5) / 8
+    centres = (torch.arange(feat, dtype=torch.float64) + 0.5) / feat
+    ref = engine.module.head.ref_points
+    assert ref.dtype == torch.float32
+    torch.testing.assert_close(ref[0, :, 0].double(), centres, rtol=0, atol=1e-7)

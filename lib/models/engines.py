@@ -91,6 +91,15 @@ def _cpu_supports(dtype: torch.dtype) -> bool:
     return bool(getattr(torch.cpu, "_is_amx_fp16_supported", lambda: False)())
 
 
+def cast_parameters(model: nn.Module, dtype: torch.dtype, device: torch.device | str = "cpu") -> nn.Module:
+    """A copy of `model` on `device` with its parameters in `dtype`; buffers keep their dtype (the head's reference
+    points, (j + 0.5) / W, are not all exact in 16 bits and would shift every box)."""
+    converted = copy.deepcopy(model).to(device).eval()
+    for parameter in converted.parameters():
+        parameter.data = parameter.data.to(dtype)
+    return converted
+
+
 def _half(model: nn.Module, device: torch.device, name: str, dtype: torch.dtype) -> Engine:
     if device.type == "cpu" and not _cpu_supports(dtype):
         needed = "AVX512-BF16 or AMX-BF16" if dtype == torch.bfloat16 else "AMX-FP16"
@@ -98,8 +107,7 @@ def _half(model: nn.Module, device: torch.device, name: str, dtype: torch.dtype)
                           f"is no faster than fp32); on this CPU use int8, bf16 or eager")
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise EngineError(f"engine 'bf16': {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
-    converted = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
-    return TorchEngine(converted, device, name, name, input_dtype=dtype)
+    return TorchEngine(cast_parameters(model, dtype, device), device, name, name, input_dtype=dtype)
 
 
 def build_eager(model: nn.Module, device: torch.device, amp: str = "fp32", **_: object) -> Engine:

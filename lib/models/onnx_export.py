@@ -12,7 +12,6 @@ both float32, exactly as `model(z, x, z_feat_mask)` returns them. Export uses to
 """
 from __future__ import annotations
 
-import copy
 import tempfile
 import warnings
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lib.models.engines import cast_parameters
 from lib.models.lorat import LoRAT
 
 INPUT_NAMES = ("z", "x", "z_feat_mask")
@@ -63,7 +63,7 @@ def export_onnx(model: LoRAT, path: str | Path, fp16: bool = False) -> Path:
         raise ValueError(f"{parameter_bytes / 2 ** 30:.1f} GiB of weights do not fit in one "
                          f"ONNX file (2 GiB protobuf limit); export with --fp16 if that fits, or a smaller variant")
     dtype = torch.float16 if fp16 else torch.float32
-    wrapped = Float32IO(copy.deepcopy(model).cpu().to(dtype), dtype).eval()
+    wrapped = Float32IO(cast_parameters(model, dtype), dtype).eval()
     batch = torch.export.Dim("batch", min=1, max=1024)
     dynamic = {name: {0: batch} for name in INPUT_NAMES}
     path = Path(path)
