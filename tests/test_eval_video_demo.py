@@ -64,3 +64,11 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
     result = _run("static", "none", str(tmp_path / "frames"), "--init_box", "1", "2", "3", "4", "--device", "cuda",
                   "--out", str(tmp_path / "out"), env=env)
     assert result.returncode != 0 and "--device cpu" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_engine_flag_reaches_the_tracker(tmp_path):
+    write_frame(tmp_path / "frames" / "1.jpg", 64, 48)
+    result = _run("lorat", "demo", str(tmp_path / "frames"), "--checkpoint", "random", "--init_box", "1", "2", "9",
+                  "9", "--engine", "tensorrt", "--out", str(tmp_path / "out"))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    assert "engine 'tensorrt' needs an NVIDIA GPU" in result.stderr
