@@ -301,3 +301,12 @@ def test_bad_spec_is_rejected_with_the_field_name():
         generate_sequence(SyntheticSpec("A", 1), 1)
     with pytest.raises(ValueError, match="class names"):
         write_lasot("/nonexistent", SyntheticSpec("A", 1), [])
+
+
+def test_occluders_need_sequences_of_two_frames():
+    """An occluder crosses the target after frame 0: one-frame sequences with occluders are refused up front
+    (they used to fail with an IndexError deep in the renderer); without occluders they render."""
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        SyntheticSpec("A", 1, frames=(1, 3))
+    frames, boxes, _ = generate_sequence(SyntheticSpec("A", 1, frames=(1, 1), occluders=(0, 0)), 0)
+    assert len(frames) == 1 and boxes.shape == (1, 4)

@@ -73,6 +73,9 @@ class SyntheticSpec:
         object.__setattr__(self, "frames", _int_pair("frames", self.frames, 1))
         object.__setattr__(self, "distractors", _int_pair("distractors", self.distractors, 0))
         object.__setattr__(self, "occluders", _int_pair("occluders", self.occluders, 0))
+        if self.occluders[1] > 0 and self.frames[0] < 2:
+            raise ValueError(f"SyntheticSpec: occluders cross the target after frame 0, so sequences need at least 2 "
+                             f"frames; got frames={self.frames} with occluders={self.occluders} (use occluders=(0, 0))")
         size = tuple(int(v) for v in self.image_size)
         if len(size) != 2 or min(size) < 32:
             raise ValueError(f"SyntheticSpec.image_size must be [W, H] with both >= 32, got {self.image_size!r}")
