@@ -155,8 +155,9 @@ def test_vot_setup_keeps_the_users_config_and_replaces_only_its_own_entry(checkp
     assert ini.count("[lorat_demo]") == 1 and "--device cuda:1" in ini and "--device cpu" not in ini
     assert ini.startswith(users_entry)
     assert f"command = {sys.executable} -m lib.test.integrations.vot_trax --script lorat --config demo " in ini
-    assert setup("--engine", "nope") == 1
-    assert "nope" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # an unknown engine is refused by the shared tracker options
+        setup("--engine", "nope")
+    assert refused.value.code == 2 and "invalid choice: 'nope'" in capsys.readouterr().err
 
     env = make_env(tmp_path)
     env.custom_datasets = {"vot_seqs": {"format": "vot", "root": str(workspace / "sequences")}}

@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lib.models.engines import ENGINE_NAMES
 from lib.test.evaluation.datasets import dataset_names, get_dataset
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir
 from lib.test.evaluation.running import run_dataset
-from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, resolve_spec
+from lib.test.tracker import TRACKER_BUILDERS, add_tracker_arguments, resolve_spec
 from lib.utils.device import check_gpu_count, resolve_device
 
 
@@ -42,13 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=0, help="worker processes (0 = run in this process)")
     parser.add_argument("--num_gpus", type=int, default=1, help="worker k uses GPU k %% num_gpus (with --device cuda)")
     parser.add_argument("--runid", type=int, default=None, help="run id: results go to <config>_<runid:03d>")
-    parser.add_argument("--checkpoint", default=None,
-                        help=f"tracker checkpoint file, or {RANDOM_WEIGHTS!r} (default: the trained one under the "
-                             f"save_dir of --env_file)")
-    parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda (spread over --num_gpus) or cuda:N")
-    parser.add_argument("--engine", default="eager", choices=ENGINE_NAMES,
-                        help="how the model runs (lib/models/engines.py); default: eager (fp32, or test.amp on CUDA)")
+    add_tracker_arguments(parser)
     parser.add_argument("--batch_sequences", type=int, default=1,
                         help="track this many sequences in lockstep, one batched forward per step (in this process)")
     parser.add_argument("--env_file", default=None, help="evaluation local.py (default lib/test/evaluation/local.py)")

@@ -19,11 +19,10 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from lib.models.engines import ENGINE_NAMES
 from lib.test.evaluation.datasets import list_images
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import format_boxes
-from lib.test.tracker import RANDOM_WEIGHTS, TRACKER_BUILDERS, build_tracker, resolve_spec, tracker_kind
+from lib.test.tracker import TRACKER_BUILDERS, add_tracker_arguments, build_tracker, resolve_spec, tracker_kind
 from lib.utils.device import resolve_device
 from lib.utils.image import read_image
 from lib.utils.io import atomic_write_text
@@ -38,13 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("config", help="config name, e.g. base_224")
     parser.add_argument("source", type=Path, help="video file or folder of images (sorted by frame number)")
     parser.add_argument("--init_box", type=float, nargs=4, metavar=("X", "Y", "W", "H"), default=None)
-    parser.add_argument("--checkpoint", default=None,
-                        help=f"tracker checkpoint file, or {RANDOM_WEIGHTS!r} (default: the trained one under the "
-                             f"save_dir of --env_file)")
-    parser.add_argument("--backbone_weights", default=None, help="backbone (e.g. DINOv2) weights file")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--engine", default="eager", choices=ENGINE_NAMES,
-                        help="how the model runs (lib/models/engines.py); default: eager")
+    add_tracker_arguments(parser)
     parser.add_argument("--env_file", default=None,
                         help="evaluation local.py whose save_dir holds the trained checkpoint (default "
                              "lib/test/evaluation/local.py; read only without --checkpoint)")

@@ -26,7 +26,7 @@ from lib.test.integrations.vot_workspace import (
     register_tracker,
     tracker_command,
 )
-from lib.test.tracker import resolve_spec
+from lib.test.tracker import add_tracker_arguments, resolve_spec
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,10 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workspace", type=Path, required=True, help="VOT workspace folder (created if missing)")
     parser.add_argument("--script", default="lorat")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--checkpoint", required=True, help="trained weights, e.g. output/.../base_224_final.pth")
-    parser.add_argument("--backbone_weights", default=None, help="backbone file for a LoRA-only checkpoint")
-    parser.add_argument("--engine", default="eager", help="inference engine (lib/models/engines.py)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_tracker_arguments(parser, checkpoint_required=True)
     parser.add_argument("--stack", default=DEFAULT_STACK, help="stack for a new config.yaml (name or .yaml file)")
     parser.add_argument("--venv", type=Path, default=None, help="create the toolkit's virtual environment here")
     args = parser.parse_args(argv)

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from lib.test.tracker import build_tracker, resolve_spec
+from lib.test.tracker import add_tracker_arguments, build_tracker, resolve_spec
 from lib.utils.image import read_image
 
 
@@ -24,10 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--script", default="lorat")
     parser.add_argument("--config", required=True)
-    parser.add_argument("--checkpoint", required=True, help="trained weights (e.g. <config>_final.pth)")
-    parser.add_argument("--backbone_weights", default=None, help="backbone file for a LoRA-only checkpoint")
-    parser.add_argument("--engine", default="eager", help="inference engine (lib.models.engines)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    add_tracker_arguments(parser, checkpoint_required=True)
     return parser
 
 

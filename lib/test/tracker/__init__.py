@@ -17,6 +17,7 @@ script (an ablation, a v2) reuses that tracker class by registering its name her
 """
 from __future__ import annotations
 
+import argparse
 import hashlib
 import importlib
 import json
@@ -143,6 +144,21 @@ def build_tracker(spec: TrackerSpec) -> Tracker:
     module_name, function_name = kind.builder.split(":")
     builder = getattr(importlib.import_module(module_name), function_name)
     return builder(_experiment(spec) if kind.learned else None, spec)
+
+
+def add_tracker_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = False) -> None:
+    """The options of every tool that builds a tracker (test.py, video_demo.py, the VOT set-up and server):
+    weights, backbone file, device and inference engine, spelled and checked the same way everywhere."""
+    from lib.models.engines import ENGINE_NAMES  # imports torch: only for the tools that build trackers
+
+    default = "" if checkpoint_required else " (default: the trained one under the save_dir of --env_file)"
+    parser.add_argument("--checkpoint", required=checkpoint_required, default=None,
+                        help=f"tracker checkpoint file (e.g. <config>_final.pth), or {RANDOM_WEIGHTS!r}{default}")
+    parser.add_argument("--backbone_weights", default=None,
+                        help="backbone (e.g. DINOv2) weights file, for checkpoints that hold only LoRA/head weights")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--engine", default="eager", choices=ENGINE_NAMES,
+                        help="how the model runs (lib/models/engines.py); default: eager (fp32, or test.amp on CUDA)")
 
 
 def validated_init_box(image: np.ndarray, box_xywh: np.ndarray) -> np.ndarray:
