@@ -164,3 +164,27 @@ def test_configs_carry_upstreams_differences():
                 assert (cfg.model.lora is not None) == lora
         assert load_experiment("lorat_ablation", f"{size}_224_smam_fft").train.layer_decay == \
             {"large": 0.8, "base": 0.7}[size]
+
+
+def _unit_layer_scale(model: torch.nn.Module) -> torch.nn.Module:
+    """DINOv2's layer scale starts at 1e-5, which hides what attention does; 1.0 makes it visible."""
+    with torch.no_grad():
+        for block in model.blocks:
+            block.ls1.gamma.fill_(1.0)
+            block.ls2.gamma.fill_(1.0)
+    return model
+
+
+@pytest.mark.parametrize("config", ["base_224_smam"])
+def test_onnx_export_keeps_the_ablation_modules(config):
+    """The exported graph computes what the eager model does, and (S-MAM) not what full attention does."""
+    pytest.importorskip("onnxruntime")
+    from lib.models.onnx_export import export_to_bytes, max_output_difference, ort_session
+
+    model = _unit_layer_scale(build_model(tiny(config), training=False))
+    session = ort_session(export_to_bytes(model))
+    own = max(max_output_difference(model, session).values())
+    assert own < 1e-4
+    if config == "base_224_smam":
+        full = _unit_layer_scale(build_model(tiny("base_224_lora_r16"), training=False))  # same weights, no mask
+        assert max(max_output_difference(full, session).values()) > 20 * own
