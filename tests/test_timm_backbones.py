@@ -137,6 +137,9 @@ def test_configs_and_missing_weights():
             m = load_experiment("lorat_timm", config + suffix).model
             assert (m.template_feat_size, m.search_feat_size) == (8, 16) and (m.lora is not None) == lora
     assert load_experiment("lorat_timm", "base_256_mae").model.patch_size == 16
+    large = {c: load_experiment("lorat_timm", c).model for c in ("large_224_dinov2", "large_256_mae", "large_224_clip")}
+    assert [m.backbone for m in large.values()] == ["timm_dinov2_vitl14", "timm_mae_vitl16", "timm_clip_vitl14"]
+    assert all((m.template_feat_size, m.search_feat_size) == (8, 16) for m in large.values())
     with pytest.raises(FileNotFoundError, match="huggingface.co/timm/vit_base_patch16_224.mae"):
         resolve_backbone_weights("timm_mae_vitb16", "/nonexistent/vit_base_patch16_224.mae.safetensors")
 

@@ -62,6 +62,9 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "timm_clip_vitb16": ViTSpec("vit_base_patch16_clip_quickgelu_224",
                                 **_timm("vit_base_patch16_clip_quickgelu_224.openai", 16)),
     "timm_dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", **_timm("vit_large_patch14_dinov2.lvd142m", 14)),
+    "timm_mae_vitl16": ViTSpec("vit_large_patch16_224", **_timm("vit_large_patch16_224.mae", 16)),
+    "timm_clip_vitl14": ViTSpec("vit_large_patch14_clip_quickgelu_224",
+                                **_timm("vit_large_patch14_clip_quickgelu_224.openai", 14)),
 }
 
 
