@@ -125,3 +125,15 @@ def test_configs_cover_table_5():
                 cfg = load_experiment("lorat_ablation", f"large_{res}_emb_{scheme}{suffix}")
                 assert cfg.model.embedding == scheme and cfg.model.search_feat_size == feat
                 assert (cfg.model.lora is not None) == lora and cfg.model.backbone == "dinov2_vitl14"
+
+
+def test_half_precision_parameters_with_fixed_sinusoidal_buffers():
+    """Half-precision engines cast the parameters only; the sinusoidal tables are buffers and must follow."""
+    from lib.models.engines import cast_parameters
+
+    cfg = tiny("large_224_emb_sinusoidal")
+    model = cast_parameters(build_model(cfg, training=False), torch.bfloat16)
+    z, x, mask = batch(cfg, 1)
+    with torch.no_grad():
+        out = model(z.bfloat16(), x.bfloat16(), mask)
+    assert out["score_map"].shape == (1, 8, 8) and torch.isfinite(out["boxes"]).all()

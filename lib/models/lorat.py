@@ -164,8 +164,10 @@ class LoRAT(nn.Module):
     def forward(self, z: torch.Tensor, x: torch.Tensor, z_feat_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         """z: (B,3,Hz,Wz) template, x: (B,3,Hx,Wx) search (ImageNet-normalised), z_feat_mask: (B,hz,wz) 0/1."""
         template_type, search_type = self.token_types(z_feat_mask)
-        z_tokens = self.patch_embed(z) + self.template_pos_embed() + template_type
-        x_tokens = self.patch_embed(x) + self.pos_embed + search_type
+        z_tokens, x_tokens = self.patch_embed(z), self.patch_embed(x)
+        # `.to`: a fixed (buffer) embedding stays float32 when an engine casts only the parameters to half
+        z_tokens = z_tokens + self.template_pos_embed().to(z_tokens.dtype) + template_type
+        x_tokens = x_tokens + self.pos_embed.to(x_tokens.dtype) + search_type
         tokens = self.norm_pre(torch.cat([z_tokens, x_tokens], dim=1))
         for block in self.blocks:
             tokens = block(tokens, attn_mask=self.attn_mask)
