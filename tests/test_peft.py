@@ -253,3 +253,22 @@ def test_vpt_and_lora_counts_by_hand():
     # rank 16 on q, k, v, o (D -> D), fc1 (D -> 4D) and fc2 (4D -> D)
     r16 = depth * 16 * (4 * 2 * d + 2 * 5 * d)
     assert trainable("large_224_lora_r16") - trainable("large_224_vpt5") == r16 - 5 * depth * d
+
+
+def test_ia3_training_checkpoint_folds_into_the_plain_model(tmp_path: Path):
+    """A training checkpoint (scales, token types, head) loaded into the inference build: each scale folded into its
+    linear on top of the backbone weights, by hand for one block and end to end for the outputs."""
+    cfg = tiny("ia3")
+    model = perturbed(build_model(cfg, training=True))
+    torch.save({"model": trainable_state_dict(model)}, tmp_path / "ia3.pth")
+    plain = build_model(cfg, training=False)
+    qkv_before, fc2_before = plain.blocks[1].attn.qkv.weight.clone(), plain.blocks[1].mlp.fc2.weight.clone()
+    report = load_checkpoint(plain, tmp_path / "ia3.pth", backbone_weights="seeded-random")
+    assert len(report.folded_ia3) == 2 * DEPTH and "12 IA3 scales folded" in report.summary()
+    s_qkv, s_fc2 = model.blocks[1].attn.qkv.ia3.weight.detach(), model.blocks[1].mlp.fc2.ia3.weight.detach()
+    expected = qkv_before.clone()
+    expected[DIM:] *= s_qkv[:, None]
+    torch.testing.assert_close(plain.blocks[1].attn.qkv.weight, expected)
+    torch.testing.assert_close(plain.blocks[1].mlp.fc2.weight, fc2_before * s_fc2[None, :])
+    batch = inputs(cfg)
+    torch.testing.assert_close(outputs(plain, batch), outputs(model, batch), atol=2e-5, rtol=1e-5)

@@ -10,11 +10,12 @@ Accepted files:
 
 Everything is first brought to canonical names (timm's merged names, adapters named as lib/models/lora.py names
 them), then copied into the model: adapters load into adapters, or are merged with lora.py's `W += scaling * B @ A`
-(float32) when the model has plain linears. Loading is strict: every tensor of the model must come from the file,
+(float32) when the model has plain linears (IA3 scale vectors likewise fold into theirs, lib/models/peft.py). Loading is strict: every tensor of the model must come from the file,
 from the backbone file the caller names, or (adapters only) stay at their initialisation when the file has none.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 from collections import Counter
@@ -27,6 +28,7 @@ from torch import nn
 from lib.models.lora import (LORA_TARGETS, QKV_SLOTS, QKV_TARGET, adapter_name, lora_delta, lora_scaling,
                              merged_weight)
 from lib.models.lorat import LoRAT
+from lib.models.peft import IA3_FOLDS, IA3_KEY
 
 REQUIRED_PREFIXES = ("token_type_embed", "head.")  # a tracker checkpoint always has these
 SWIGLU_NAMES = {"mlp.fc1": "mlp.w12", "mlp.fc2": "mlp.w3"}  # ViT-g's linears as upstream names them
@@ -65,6 +67,7 @@ class LoadReport:
     merged_lora: list[str]  # `<module>` or `<module>.<slot>` whose LoRA update was merged into the weight
     initialised: list[str]  # adapter keys the file had none of: they keep build_model's initialisation
     lora_scaling: float | None = None  # the merge factor, None when nothing was merged
+    folded_ia3: list[str] = dataclasses.field(default_factory=list)  # linears an IA3 scale was folded into
 
     def summary(self) -> str:
         """One line for logs: how many tensors came from which file, and what was merged or left initialised."""
@@ -73,6 +76,8 @@ class LoadReport:
         parts += [f"{n} from backbone {source}" for source, n in counts.items()]
         if self.merged_lora:
             parts.append(f"{len(self.merged_lora)} LoRA updates merged (scaling {self.lora_scaling:g})")
+        if self.folded_ia3:
+            parts.append(f"{len(self.folded_ia3)} IA3 scales folded into their linears")
         if self.initialised:
             parts.append(f"{len(self.initialised)} adapter tensors at their initialisation (none in the file)")
         return "loaded " + "; ".join(parts)
@@ -205,14 +210,16 @@ def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path
     """
     state, extras = read_state_dict(path)
     state = _canonical_state(state)
-    lora = {k: v for k, v in state.items() if _LORA_KEY.match(k)}
-    plain = {k: v for k, v in state.items() if k not in lora}
     target = model.state_dict()
+    lora = {k: v for k, v in state.items() if _LORA_KEY.match(k)}
+    ia3 = {k: v for k, v in state.items() if IA3_KEY.match(k) and k not in target}  # to fold into plain linears
+    plain = {k: v for k, v in state.items() if k not in lora and k not in ia3}
     by_canonical = {canonical_key(k): k for k in target}
     model_adapters = {k for k in target if _LORA_KEY.match(k)}
     has_adapters = bool(model_adapters)
 
     unknown = [k for k in plain if k not in by_canonical]
+    unknown += [k for k in ia3 if f"{IA3_KEY.match(k)['module']}.weight" not in by_canonical]
     if has_adapters:
         unknown += [k for k in lora if k not in target]
     else:
@@ -254,10 +261,19 @@ def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path
             for key, value in lora.items():
                 target[key].copy_(value)
         merged = [] if has_adapters else _merge_into(target, by_canonical, lora, scaling, path)
+        folded = []
+        for key, scale in ia3.items():  # after the base weights are in place
+            m = IA3_KEY.match(key)
+            try:
+                IA3_FOLDS[m["kind"]](target[by_canonical[f"{m['module']}.weight"]],
+                                     target.get(by_canonical.get(f"{m['module']}.bias", "")), scale)
+            except RuntimeError as e:  # a scale vector of the wrong length
+                raise CheckpointError(f"{path}: {key} {tuple(scale.shape)} does not fit {m['module']}: {e}") from e
+            folded.append(m["module"])
     sources = {**{k: str(backbone_weights) for k in from_backbone}, **{k: str(path) for k in from_file}}
     return LoadReport(str(path), dict(sorted(sources.items(), key=lambda kv: _natural(kv[0]))),
                       loaded=list(plain) + (list(lora) if has_adapters else []), merged_lora=merged,
-                      initialised=initialised, lora_scaling=scaling)
+                      initialised=initialised, lora_scaling=scaling, folded_ia3=sorted(folded, key=_natural))
 
 
 def _merge_into(target: dict[str, torch.Tensor], by_canonical: dict[str, str], lora: dict[str, torch.Tensor],

@@ -18,6 +18,7 @@ folds a trained model into one. Adapter and VPT keep their modules at inference.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -89,6 +90,38 @@ class PromptedBlock(Block):
         return out[:, prompts.shape[1]:]
 
 
+def ia3_output_folded(weight: torch.Tensor, bias: torch.Tensor | None,
+                      scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fused qkv `(W, b)` (rows [q; k; v]) with its k and v rows scaled by `scale` ([k; v], 2D values): scaling
+    output rows of `Wx + b` is scaling those rows of W and b. float32."""
+    ones = torch.ones(weight.shape[0] - scale.numel(), device=scale.device)
+    rows = torch.cat([ones, scale.float()])
+    return weight.float() * rows[:, None], None if bias is None else bias.float() * rows
+
+
+def ia3_input_folded(weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """`W (s * x) = (W diag(s)) x`: the columns of W scaled by `scale`. float32."""
+    return weight.float() * scale.float()[None, :]
+
+
+def _fold_output_(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor) -> None:
+    folded_weight, folded_bias = ia3_output_folded(weight, bias, scale)
+    weight.copy_(folded_weight)
+    if bias is not None:
+        bias.copy_(folded_bias)
+
+
+def _fold_input_(weight: torch.Tensor, bias: torch.Tensor | None, scale: torch.Tensor) -> None:
+    weight.copy_(ia3_input_folded(weight, scale))
+
+
+# An IA3 scale vector's checkpoint key, and how it folds in place into the plain linear `<module>` (weight, bias):
+# what the checkpoint reader does when a training checkpoint meets an inference model.
+IA3_KEY = re.compile(r"^(?P<module>blocks\.\d+\.(?P<kind>attn\.qkv|mlp\.fc2))\.ia3\.weight$")
+IA3_FOLDS: Mapping[str, Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], None]] = MappingProxyType(
+    {"attn.qkv": _fold_output_, "mlp.fc2": _fold_input_})
+
+
 class IA3Scale(nn.Module):
     """A learned per-channel scale vector, ones at init."""
 
@@ -111,10 +144,8 @@ class IA3QKV(nn.Module):
         return torch.cat([y[..., :self.dim], y[..., self.dim:] * self.ia3.weight.to(y.dtype)], dim=-1)
 
     def merged(self) -> nn.Linear:
-        """Scaling output rows of `Wx + b` is scaling the rows of W and b."""
-        scale = torch.cat([torch.ones(self.dim, device=self.ia3.weight.device), self.ia3.weight.detach().float()])
-        return _rebuilt(self.linear, self.linear.weight.float() * scale[:, None],
-                        None if self.linear.bias is None else self.linear.bias.float() * scale)
+        weight, bias = ia3_output_folded(self.linear.weight, self.linear.bias, self.ia3.weight.detach())
+        return _rebuilt(self.linear, weight, bias)
 
 
 class IA3Input(nn.Module):
@@ -129,8 +160,7 @@ class IA3Input(nn.Module):
         return self.linear(x * self.ia3.weight.to(x.dtype))
 
     def merged(self) -> nn.Linear:
-        """`W (s * x) = (W diag(s)) x`: the columns of W scaled."""
-        weight = self.linear.weight.float() * self.ia3.weight.detach().float()[None, :]
+        weight = ia3_input_folded(self.linear.weight, self.ia3.weight.detach())
         return _rebuilt(self.linear, weight, None if self.linear.bias is None else self.linear.bias.float())
 
 
