@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True)
     parser.add_argument("--save_dir", default="./output")
     parser.add_argument("--backbone_weights", default=None,
-                        help="Meta DINOv2 .pth (default: pretrained/<file of the config's backbone>); 'none' = random")
+                        help="backbone weights: Meta DINOv2 .pth or timm .safetensors/.bin (default: "
+                             "pretrained/<file of the config's backbone>); 'none' = random")
     parser.add_argument("--init_checkpoint", default=None,
                         help="start from a trained tracker (e.g. a previous stage's *_final.pth) instead")
     parser.add_argument("--env_file", default=None, help="training local.py (default lib/train/admin/local.py)")
