@@ -179,3 +179,13 @@ def test_test_py_and_analysis_run_a_custom_dataset_by_name(tmp_path):
     auc = np.mean([np.mean([(np.array([_static_iou(9.0 + k, 7.0, i, 0.5 * i) for i in range(n)]) > t).mean()
                             for t in thresholds]) for k, n in enumerate(lengths.values())])
     np.testing.assert_allclose(json.loads(scores.read_text())["static/none"]["AUC"], 100 * auc, rtol=1e-9)
+
+
+def test_make_pairs_reads_a_data_entry_with_its_own_folder_and_format(folders):
+    """`data.train: [{name, format, root}]` trains from that folder without any local.py declaration."""
+    entry = f"{{name: my_drones, format: simple, root: {folders['simple']}, weight: 1}}"
+    cfg = apply_overrides(load_experiment("lorat", "demo"), [f"data.train=[{entry}]"])
+    dist = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
+    pairs = run_training.make_pairs(cfg, cfg.data.train, 4, 0, dist, _train_env())
+    assert [d.num_sequences() for d in pairs.sampler.datasets] == [2]
+    assert pairs[0]["x"].shape == (3, cfg.model.search_size, cfg.model.search_size)

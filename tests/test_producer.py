@@ -129,3 +129,17 @@ def test_engine_names_are_checked_before_any_work():
         resolve_spec("lorat", "demo", "random", engine="fp8")
     with pytest.raises(ValueError, match="baseline has no model to run with engine 'int8'"):
         resolve_spec("static", "none", engine="int8")
+
+
+def test_record_written_before_a_new_config_option_is_the_same_producer(tmp_path):
+    """A config option added later (with a default equal to the old behaviour) must not turn an existing results
+    folder into "another producer": the recorded config is read with today's schema."""
+    current = producer_record(_lorat_spec(tmp_path, b"weights A"))
+    old = json.loads(json.dumps(current))
+    del old["config"]["model"]["head"]  # as written before the head became configurable
+    (tmp_path / "producer.json").write_text(json.dumps(old))
+    claim_results_dir(tmp_path, current)  # resumed, not refused
+    changed = json.loads(json.dumps(current))
+    changed["config"]["model"]["head"] = "conv"
+    with pytest.raises(ResultsConflictError, match="config.model.head: mlp -> conv"):
+        claim_results_dir(tmp_path, changed)

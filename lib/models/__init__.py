@@ -19,10 +19,11 @@ from lib.config import ExperimentConfig
 from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_backbone_weights,
                                  resolve_backbone_weights)
 from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
+from lib.models.engines import build_engine
 from lib.models.peft import MERGEABLE_TYPES, merge_peft_, method_of
 from lib.models.lorat import LoRAT
 
-__all__ = ["build_model", "load_checkpoint", "export_inference_checkpoint", "merge_for_inference",
+__all__ = ["build_model", "load_checkpoint", "build_engine", "export_inference_checkpoint", "merge_for_inference",
            "trainable_state_dict", "default_backbone_weights", "CheckpointError", "LoadReport", "read_state_dict",
            "VIT_SPECS"]
 

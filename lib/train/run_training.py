@@ -56,7 +56,7 @@ def make_pairs(cfg: ExperimentConfig, entries, samples: int, seed: int, dist: Di
         template_area_factor=cfg.data.template_area_factor, search_area_factor=cfg.data.search_area_factor,
         scale_jitter=cfg.data.scale_jitter, translation_jitter=cfg.data.translation_jitter,
         min_object_size=cfg.data.min_object_size, patch_stride=cfg.model.patch_size)
-    datasets = [build_train_dataset(e.name, env, cfg.data.use_lmdb) for e in entries]
+    datasets = [build_train_dataset(e, env, cfg.data.use_lmdb) for e in entries]
     return TrainingPairs(datasets, [e.weight for e in entries], samples, cfg.data.max_gap, processing, seed,
                          rank=dist.rank, world_size=dist.world_size)
 

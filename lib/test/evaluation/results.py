@@ -140,7 +140,21 @@ def read_producer(results_dir: Path) -> dict[str, Any] | None:
                                    f"--force to delete its results, or use --runid N")
     if "engine" not in record:  # written before engines existed: learned trackers ran the eager PyTorch model
         record["engine"] = "eager" if record.get("device") else None
+    if isinstance(record.get("config"), dict):
+        record["config"] = _in_current_schema(record["config"], path)
     return record
+
+
+def _in_current_schema(config: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A recorded config read with today's schema: fields added since then take their defaults, so a folder written
+    before a new (default-valued) option existed still belongs to the same producer. A config that no longer loads
+    is kept as recorded (it then differs from any current one, which the conflict message shows)."""
+    from lib.config import ConfigError, ExperimentConfig
+
+    try:
+        return json.loads(json.dumps(ExperimentConfig.from_dict(config, source=str(path)).to_dict()))
+    except ConfigError:
+        return config
 
 
 def _flatten(value: Any, prefix: str) -> dict[str, Any]:

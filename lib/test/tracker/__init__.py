@@ -87,6 +87,8 @@ class TrackerKind:
 TRACKER_BUILDERS: MappingProxyType[str, TrackerKind] = MappingProxyType(
     {
         "lorat": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
+        "lorat_ablation": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
+        "lorat_timm": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
         "static": TrackerKind("lib.test.tracker.baselines:build_static", learned=False),
         "opencv_mil": TrackerKind("lib.test.tracker.baselines:build_mil", learned=False),
     }
