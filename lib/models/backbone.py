@@ -126,21 +126,28 @@ def _strict_load(vit: VisionTransformer, converted: dict[str, torch.Tensor], pat
     vit.load_state_dict(converted, strict=True)
 
 
-def load_timm_weights(vit: VisionTransformer, path: str | Path) -> None:
-    """Load a timm/Hugging Face weight file (safetensors, or a torch `.bin`) of the same architecture, strictly,
-    through timm's own checkpoint filter (as `timm.create_model(..., pretrained=True)` would)."""
-    path = Path(path)
+def _read_vit_state(path: Path, kind: str) -> dict[str, torch.Tensor]:
+    """The tensors of a ViT weight file of `kind` (safetensors, or a torch pickle read with weights_only), checked
+    to hold a ViT's `pos_embed` and blocks; a truncated download or a foreign file is an error naming the file."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated download or a non-checkpoint file
-        raise ValueError(f"{path} is not a readable safetensors/PyTorch weight file ({e}). Re-download it.") from e
+    except Exception as e:  # unpickling and safetensors raise many types; all mean "not a readable weight file"
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint / safetensors file ({e}). "
+                         f"Re-download it.") from e
     if not isinstance(state, dict) or "pos_embed" not in state or "blocks.0.norm1.weight" not in state:
-        raise ValueError(f"{path} does not look like a timm ViT weight file (keys 'pos_embed', "
-                         f"'blocks.0.norm1.weight' expected)")
+        raise ValueError(f"{path} does not look like a {kind} (keys 'pos_embed', 'blocks.0.norm1.weight' expected)")
+    return state
+
+
+def load_timm_weights(vit: VisionTransformer, path: str | Path) -> None:
+    """Load a timm/Hugging Face weight file (safetensors, or a torch `.bin`) of the same architecture, strictly,
+    through timm's own checkpoint filter (as `timm.create_model(..., pretrained=True)` would)."""
+    path = Path(path)
+    state = _read_vit_state(path, "timm ViT weight file")
     if tuple(state["pos_embed"].shape) != tuple(vit.pos_embed.shape):  # timm would silently resample it
         raise ValueError(f"{path}: pos_embed {tuple(state['pos_embed'].shape)} differs from the model's "
                          f"{tuple(vit.pos_embed.shape)}: a different image size variant of the model")
@@ -153,13 +160,7 @@ def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
     timm's own converter renames the SwiGLU `w12`/`w3` of ViT-g to `fc1`/`fc2` and drops the mask token.
     """
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated download or a non-checkpoint file
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({e}). Re-download it.") from e
-    if not isinstance(state, dict) or "pos_embed" not in state or "blocks.0.norm1.weight" not in state:
-        raise ValueError(f"{path} does not look like a Meta DINOv2 torch-hub checkpoint (keys 'pos_embed', "
-                         f"'blocks.0.norm1.weight' expected)")
+    state = _read_vit_state(path, "Meta DINOv2 torch-hub checkpoint")
     grid_tokens = DINOV2_GRID * DINOV2_GRID + 1
     if state["pos_embed"].shape[1] != grid_tokens:  # timm would silently resample it (with antialiasing)
         raise ValueError(f"{path}: pos_embed has {state['pos_embed'].shape[1]} positions, Meta's DINOv2 checkpoints "
