@@ -10,33 +10,24 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lib.config import apply_overrides, load_experiment
+import ablation_helpers
+from ablation_helpers import tiny
+from lib.config import load_experiment
 from lib.models import (build_model, export_inference_checkpoint, load_checkpoint, merge_for_inference,
                         trainable_state_dict)
 from lib.models.backbone import create_vit
 from lib.models.lorat import sincos_pos_embed
 
-TINY = ["model.backbone=vit_demo_p14", "model.template_size=56", "model.search_size=112"]  # D 192, depth 6
 SCHEMES = ("sinusoidal", "separate", "shared_types", "separate_types_fg")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def tiny(config: str):
-    return apply_overrides(load_experiment("lorat_ablation", config), TINY)
 
 
 def batch(cfg, n: int = 2):
-    g = torch.Generator().manual_seed(4)
-    t, s, f = cfg.model.template_size, cfg.model.search_size, cfg.model.template_feat_size
-    return (torch.randn(n, 3, t, t, generator=g), torch.randn(n, 3, s, s, generator=g),
-            torch.randint(0, 2, (n, f, f), generator=g))
+    return ablation_helpers.batch(cfg, n, seed=4)
 
 
 def test_sinusoidal_values_by_the_formula():

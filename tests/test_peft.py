@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ablation_helpers import TINY
 from lib.config import ConfigError, ExperimentConfig, apply_overrides, load_experiment
 from lib.models import build_model, export_inference_checkpoint, load_checkpoint, merge_for_inference
 from lib.models import trainable_state_dict
@@ -20,7 +21,6 @@ from lib.train.optim import build_optimizer, param_groups
 VARIANTS = ("adapter", "vpt5", "vpt10", "ia3", "lora_qv_r4", "lora_r16", "lora_qkvo", "lora_mlp", "lora_qv_r64",
             "lora_init_kaiming", "lora_init_gaussian")
 MERGEABLE = tuple(v for v in VARIANTS if v == "ia3" or v.startswith("lora"))
-TINY = ["model.backbone=vit_demo_p14", "model.template_size=56", "model.search_size=112"]  # D 192, depth 6
 DEPTH, DIM = 6, 192
 HEAD = {f"head.{m}.layers.{i}.{p}" for m in ("cls_mlp", "reg_mlp") for i in range(3) for p in ("weight", "bias")}
 
@@ -68,12 +68,7 @@ def outputs(model: torch.nn.Module, batch: tuple[torch.Tensor, ...]) -> dict[str
         return model.eval()(*batch)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_every_ablation_config_loads_with_its_method():

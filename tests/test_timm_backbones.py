@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from lib.config import apply_overrides, load_experiment
+from lib.config import load_experiment
 from lib.models import build_model, load_checkpoint, trainable_state_dict
 from lib.models.backbone import VIT_SPECS, build_vit, load_timm_weights, resolve_backbone_weights
 
@@ -24,12 +24,7 @@ FAMILIES = {"timm_dinov2_vitb14": ("base_224_dinov2", "vit_base_patch14_dinov2",
             "timm_clip_vitb16": ("base_256_clip", "vit_base_patch16_clip_quickgelu_224", 224)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def timm_reference(arch: str, seed: int = 3) -> torch.nn.Module:

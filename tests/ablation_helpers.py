@@ -1,0 +1,21 @@
+"""Tiny versions of the ablation configs and random inputs for them (tests of experiments/lorat_ablation)."""
+from __future__ import annotations
+
+import torch
+
+from lib.config import ExperimentConfig, apply_overrides, load_experiment
+
+TINY = ["model.backbone=vit_demo_p14", "model.template_size=56", "model.search_size=112"]  # D 192, depth 6
+
+
+def tiny(config: str) -> ExperimentConfig:
+    """`experiments/lorat_ablation/<config>.yaml` on the small demo ViT."""
+    return apply_overrides(load_experiment("lorat_ablation", config), TINY)
+
+
+def batch(cfg: ExperimentConfig, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random template, search region and template foreground mask of the config's sizes."""
+    g = torch.Generator().manual_seed(seed)
+    t, s, f = cfg.model.template_size, cfg.model.search_size, cfg.model.template_feat_size
+    return (torch.randn(n, 3, t, t, generator=g), torch.randn(n, 3, s, s, generator=g),
+            torch.randint(0, 2, (n, f, f), generator=g))
