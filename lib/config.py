@@ -75,6 +75,23 @@ class PEFTConfig:
 
 
 @dataclass(frozen=True)
+class LoRATv2Config:
+    """LoRATv2's streams (docs/loratv2.md). The model sees [registers + template | search stream 0 | ...]; phase 1
+    has one search stream (`model.search_size`), phase 2 puts a dynamic-reference stream of `reference_size` in
+    front of it. The streams trained follow from the phase: all in phase 1, only the last in phase 2 (the others
+    are the frozen, merged phase-1 experts, loaded from `--init_checkpoint`)."""
+
+    phase: int  # 1 | 2
+    reference_size: int = 224  # phase 2: the dynamic-reference crop (pixels, square)
+    reference_area_factor: float = 4.0  # phase 2: its SiamFC area factor, in training and tracking
+    update_threshold: float = 0.9  # phase 2 tracking: re-encode the reference when the confidence is above this
+
+    def __post_init__(self) -> None:
+        if self.phase not in (1, 2):
+            raise ConfigError(f"model.loratv2.phase must be 1 or 2, got {self.phase!r}")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: Annotated[str, OneOf("lib.models.backbone:VIT_SPECS")]
     drop_path: float
@@ -87,6 +104,7 @@ class ModelConfig:
     attention: Annotated[str, OneOf("lib.models.lorat:ATTENTION_MASKS")] = "full"  # full | smam (Table 6)
     # Table 5 input embedding: lorat | sinusoidal | separate | shared_types | separate_types_fg
     embedding: Annotated[str, OneOf("lib.models.lorat:INPUT_EMBEDDINGS")] = "lorat"
+    loratv2: Optional[LoRATv2Config] = None  # experiments/loratv2 only: its stream layout
 
     def __post_init__(self) -> None:
         if self.lora is not None and self.peft is not None:
@@ -109,6 +127,13 @@ class ModelConfig:
     @property
     def search_feat_size(self) -> int:
         return self.search_size // self.patch_size
+
+    @property
+    def search_sizes(self) -> tuple[int, ...]:
+        """Pixel size of every search stream in model order (LoRATv2 phase 2: reference, then search)."""
+        if self.loratv2 is not None and self.loratv2.phase == 2:
+            return (self.loratv2.reference_size, self.search_size)
+        return (self.search_size,)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ class ViTSpec:
     pos_embed: str = "interpolate"  # key of lib.models.lorat.POS_EMBED_RESIZE
 
 
-def _meta(name: str) -> dict[str, str]:
+def _meta(name: str, folder: str | None = None) -> dict[str, str]:
     file = f"{name}_pretrain.pth"
-    return {"weights_file": file, "weights_url": f"https://dl.fbaipublicfiles.com/dinov2/{name}/{file}"}
+    return {"weights_file": file, "weights_url": f"https://dl.fbaipublicfiles.com/dinov2/{folder or name}/{file}"}
 
 
 def _timm(tag: str, patch_size: int) -> dict[str, object]:
@@ -56,6 +56,13 @@ VIT_SPECS: dict[str, ViTSpec] = {
     # A DINOv2-shaped ViT small enough to train from scratch on a CPU (the out-of-the-box demo).
     "vit_demo_p14": ViTSpec("vit_small_patch14_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
                                                                     ("num_heads", 3))),
+    # LoRATv2 (experiments/loratv2): DINOv2 with 4 register tokens, Meta's torch-hub file or timm's
+    "dinov2_reg4_vitb14": ViTSpec("vit_base_patch14_reg4_dinov2", **_meta("dinov2_vitb14_reg4", "dinov2_vitb14"),
+                                  pos_embed="crop"),
+    "dinov2_reg4_vitl14": ViTSpec("vit_large_patch14_reg4_dinov2", **_meta("dinov2_vitl14_reg4", "dinov2_vitl14"),
+                                  pos_embed="crop"),
+    "vit_demo_p14_reg4": ViTSpec("vit_small_patch14_reg4_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
+                                                                            ("num_heads", 3)), pos_embed="crop"),
     # Paper Table 9 (upstream config/LoRAT_timm): timm's ViT-B models with their timm/Hugging Face weights.
     "timm_dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_timm("vit_base_patch14_dinov2.lvd142m", 14)),
     "timm_mae_vitb16": ViTSpec("vit_base_patch16_224", **_timm("vit_base_patch16_224.mae", 16)),
