@@ -28,8 +28,7 @@ from lib.models.engines import build_engine
 from lib.test.tracker import RANDOM_WEIGHTS, TrackerSpec, validated_init_box
 from lib.utils import boxes as box_ops
 from lib.utils.crop import (
-    crop_and_resize, crop_box_to_image, image_mean, search_params_for_tracking, siamfc_crop_params,
-    template_foreground_mask,
+    crop_and_resize, image_mean, search_params_for_tracking, siamfc_crop_params, template_foreground_mask,
 )
 from lib.utils.image import IMAGENET_MEAN, IMAGENET_STD
 from lib.utils.paths import RunPaths
@@ -60,6 +59,55 @@ def select_prediction(score_map: torch.Tensor, boxes: torch.Tensor, window: torc
     return picked[1:], float(picked[0])
 
 
+class Normaliser:
+    """Fused "/255 then ImageNet-normalise" of float32 HxWx3 crops (0..255) into 3xHxW tensors on one device:
+    ``x * 1/(255 std) - mean/std``, one op per crop."""
+
+    def __init__(self, device: torch.device) -> None:
+        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+        self._scale = (1. / (255. * std)).to(device)
+        self._bias = (-torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) / std).to(device)
+        self.device = device
+
+    def __call__(self, crop_hwc: np.ndarray, out: torch.Tensor) -> torch.Tensor:
+        """Write the normalised crop into ``out`` (3, H, W) and return it."""
+        pixels = torch.from_numpy(crop_hwc).to(self.device).permute(2, 0, 1)
+        return torch.addcmul(self._bias, pixels, self._scale, out=out)
+
+
+@dataclass(frozen=True)
+class CropMap:
+    """Where a crop came from: the applied (pixel-aligned) affine map ``crop = scale * image + translation`` and
+    the frame's size (W, H)."""
+
+    scale: np.ndarray
+    translation: np.ndarray
+    image_size: tuple[int, int]
+
+
+def search_crop(image: np.ndarray, box: np.ndarray, area_factor: float, size: int, min_box_size: float,
+                fill: np.ndarray, normalise: Normaliser, out: torch.Tensor) -> CropMap:
+    """SiamFC crop of ``image`` (side ``size``) around the state box ``box`` (xyxy, enlarged to ``min_box_size``
+    per side), padded with ``fill`` and normalised into ``out`` (3, size, size)."""
+    scale, translation = search_params_for_tracking(box, area_factor, (size, size), min_box_size)
+    crop, scale, translation = crop_and_resize(image, scale, translation, (size, size), fill)
+    normalise(crop, out)
+    return CropMap(scale, translation, (image.shape[1], image.shape[0]))
+
+
+def predicted_box(box_normalised: np.ndarray, crop_size: np.ndarray, crop: CropMap) -> np.ndarray:
+    """The head's normalised crop box (xyxy) as a frame box, not clipped (``crop_size``: ``[W, H, W, H]``)."""
+    inverse_scale, inverse_translation = box_ops.invert_affine(crop.scale, crop.translation)
+    return box_ops.apply_affine(box_normalised * crop_size, inverse_scale, inverse_translation)
+
+
+def updated_state(state: np.ndarray, predicted: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Upstream's state update: the prediction clipped to the frame, kept only when it is valid and overlaps the
+    frame; otherwise the previous state box stays."""
+    clipped = box_ops.clip_to_image(predicted, image_size)
+    return clipped if box_ops.is_valid(clipped) and box_ops.intersects_image(clipped, image_size) else state
+
+
 @dataclass
 class Target:
     """One sequence's tracking state: its template crop (1,3,Hz,Wz) and mask (1,hz,wz) on the device, the frame-0
@@ -69,6 +117,22 @@ class Target:
     template_mask: torch.Tensor
     fill: np.ndarray
     box: np.ndarray
+
+
+def first_frame_target(image: np.ndarray, box_xywh: np.ndarray, cfg: ExperimentConfig,
+                       normalise: Normaliser) -> Target:
+    """Template crop (``cfg.model.template_size``, ``cfg.test.template_area_factor``) and its token-type mask on the
+    ``cfg.model.template_feat_size`` grid from the frame-0 box; the frame's mean becomes every later crop's fill."""
+    box = box_ops.xywh_to_xyxy(validated_init_box(image, box_xywh))
+    fill = image_mean(image)
+    size = (cfg.model.template_size, cfg.model.template_size)
+    scale, translation = siamfc_crop_params(box, cfg.test.template_area_factor, size)
+    crop, scale, translation = crop_and_resize(image, scale, translation, size, fill)
+    mask = template_foreground_mask(box_ops.apply_affine(box, scale, translation), size,
+                                    (cfg.model.template_feat_size, cfg.model.template_feat_size))
+    template = torch.empty((1, 3, *crop.shape[:2]), device=normalise.device)
+    normalise(crop, template[0])
+    return Target(template, torch.from_numpy(mask).unsqueeze(0).to(normalise.device), fill, box)
 
 
 class LoRATTracker:
@@ -89,36 +153,17 @@ class LoRATTracker:
         self.cfg = cfg
         self.device = torch.device(device)
         size = cfg.model
-        self._template_size = (size.template_size, size.template_size)
-        self._template_feat = (size.template_feat_size, size.template_feat_size)
-        self._search_size = (size.search_size, size.search_size)
         self.engine = build_engine(model, engine, self.device, amp=inference_precision(cfg, self.device.type))
         self.precision = self.engine.precision
-        # Fused "/255 then ImageNet-normalise": x * 1/(255 std) - mean/std, one op per crop.
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
-        self._norm_scale = (1. / (255. * std)).to(self.device)
-        self._norm_bias = (-torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) / std).to(self.device)
+        self._normalise = Normaliser(self.device)
         self._window = hann_window_2d(size.search_feat_size, size.search_feat_size).to(self.device)
         self._search = torch.empty((1, 3, size.search_size, size.search_size), device=self.device)
         self._crop_scale = np.array([size.search_size, size.search_size] * 2, dtype=np.float32)
         self._target: Target | None = None
 
-    def _normalise(self, crop_hwc: np.ndarray, out: torch.Tensor) -> torch.Tensor:
-        """Float32 HxWx3 crop (0..255) -> normalised 3xHxW written into ``out``."""
-        pixels = torch.from_numpy(crop_hwc).to(self.device).permute(2, 0, 1)
-        return torch.addcmul(self._norm_bias, pixels, self._norm_scale, out=out)
-
     def start(self, image: np.ndarray, box_xywh: np.ndarray) -> Target:
-        """Template crop and foreground mask from the frame-0 box; the frame's mean becomes the crop fill."""
-        box = box_ops.xywh_to_xyxy(validated_init_box(image, box_xywh))
-        fill = image_mean(image)
-        scale, translation = siamfc_crop_params(box, self.cfg.test.template_area_factor, self._template_size)
-        crop, scale, translation = crop_and_resize(image, scale, translation, self._template_size, fill)
-        mask = template_foreground_mask(box_ops.apply_affine(box, scale, translation), self._template_size,
-                                        self._template_feat)
-        template = torch.empty((1, 3, *crop.shape[:2]), device=self.device)
-        self._normalise(crop, template[0])
-        return Target(template, torch.from_numpy(mask).unsqueeze(0).to(self.device), fill, box)
+        """A new sequence's template, mask and crop fill (`first_frame_target`)."""
+        return first_frame_target(image, box_xywh, self.cfg, self._normalise)
 
     def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
         """Start (or restart) the single-sequence loop."""
@@ -137,13 +182,10 @@ class LoRATTracker:
                              f"{len(images)} images")
         if self._search.shape[0] != len(targets):
             self._search = torch.empty((len(targets), *self._search.shape[1:]), device=self.device)
-        crops = []
-        for i, (target, image) in enumerate(zip(targets, images)):
-            scale, translation = search_params_for_tracking(target.box, self.cfg.test.search_area_factor,
-                                                            self._search_size, self.cfg.test.min_box_size)
-            crop, scale, translation = crop_and_resize(image, scale, translation, self._search_size, target.fill)
-            self._normalise(crop, self._search[i])
-            crops.append((scale, translation, (image.shape[1], image.shape[0])))
+        test = self.cfg.test
+        crops = [search_crop(image, target.box, test.search_area_factor, self.cfg.model.search_size,
+                             test.min_box_size, target.fill, self._normalise, self._search[i])
+                 for i, (target, image) in enumerate(zip(targets, images))]
         if len(targets) == 1:
             template, mask = targets[0].template, targets[0].template_mask
         else:
@@ -151,13 +193,12 @@ class LoRATTracker:
             mask = torch.cat([t.template_mask for t in targets])
         output = self.engine(template, self._search, mask)
         results = []
-        for i, (target, (scale, translation, image_size)) in enumerate(zip(targets, crops)):
+        for i, (target, crop) in enumerate(zip(targets, crops)):
             box_normalised, confidence = select_prediction(output["score_map"][i], output["boxes"][i], self._window,
                                                            self.cfg.test.window_penalty)
-            box = crop_box_to_image(box_normalised * self._crop_scale, scale, translation, image_size)
-            if box_ops.is_valid(box) and box_ops.intersects_image(box, image_size):
-                target.box = box
-            results.append((box_ops.xyxy_to_xywh(box), confidence))
+            predicted = predicted_box(box_normalised, self._crop_scale, crop)
+            target.box = updated_state(target.box, predicted, crop.image_size)
+            results.append((box_ops.xyxy_to_xywh(box_ops.clip_to_image(predicted, crop.image_size)), confidence))
         return results
 
 
