@@ -96,8 +96,8 @@ def test_stderr_still_works_after_decoding(tmp_path, capfd):
     assert capfd.readouterr().err == "after\n"
 
 
-def identity_processing(z, z_box, x, x_box, rng):
-    return {"z_box": z_box}
+def identity_processing(images, boxes, rng):
+    return {"z_box": boxes[0]}
 
 
 def test_training_counts_a_damaged_jpeg_as_an_unreadable_frame(tmp_path, caplog):

@@ -92,7 +92,7 @@ def test_shared_lmdb_and_dataloader_workers(tmp_path):
     pack_folder_to_lmdb(root, out)
     train, val = GOT10k(LmdbStore(out), "t", "train"), GOT10k(LmdbStore(out), "v", "val")  # one LMDB, two stores
     assert train.read_frame(0, 0).shape == val.read_frame(0, 0).shape == (48, 64, 3)
-    pairs = TrainingPairs([train, val], [1, 1], 8, 100, lambda z, zb, x, xb, rng: {"z": z.mean(), "box": zb}, seed=0)
+    pairs = TrainingPairs([train, val], [1, 1], 8, 100, lambda images, boxes, rng: {"z": images[0].mean(), "box": boxes[0]}, seed=0)
     loader = torch.utils.data.DataLoader(pairs, batch_size=4, num_workers=2, multiprocessing_context="fork")
     from_workers = [float(v) for batch in loader for v in batch["z"]]
     assert from_workers == [float(pairs[i]["z"]) for i in range(8)]

@@ -21,7 +21,7 @@ def _frame(seed: int, h: int = 240, w: int = 320) -> np.ndarray:
 
 def _sample(seed: int, **overrides):
     processing = LoRATProcessing(**{**B224, **overrides})
-    return processing(_frame(1), [100., 80., 160., 130.], _frame(2), [110., 90., 175., 150.],
+    return processing([_frame(1), _frame(2)], [[100., 80., 160., 130.], [110., 90., 175., 150.]],
                       np.random.default_rng(seed))
 
 
@@ -90,7 +90,7 @@ def test_rejected_search_crop_returns_none_after_twelve_tries():
     processing = LoRATProcessing(**B224)
     rng = np.random.default_rng(3)
     frame = _frame(4, 100, 1200)
-    assert processing(frame, [10., 10., 60., 60.], frame, [0., 40., 1000., 41.], rng) is None
+    assert processing([frame, frame], [[10., 10., 60., 60.], [0., 40., 1000., 41.]], rng) is None
     replay = np.random.default_rng(3)
     for _ in range(12):
         replay.standard_normal(2)
@@ -102,7 +102,7 @@ def test_rng_draw_order_matches_upstream():
     processing = LoRATProcessing(**B224)
     for seed in range(8):
         rng = np.random.default_rng(seed)
-        sample = processing(_frame(1), [100., 80., 160., 130.], _frame(2), [110., 90., 175., 150.], rng)
+        sample = processing([_frame(1), _frame(2)], [[100., 80., 160., 130.], [110., 90., 175., 150.]], rng)
         if sample is None:
             continue
         replay = np.random.default_rng(seed)
@@ -203,5 +203,5 @@ def test_bad_configuration_is_rejected():
     with pytest.raises(ValueError, match="multiple of the patch stride"):
         LoRATProcessing(**{**B224, 'search_size': (230, 224)})
     with pytest.raises(ValueError, match="positive area"):
-        LoRATProcessing(**B224)(_frame(1), [5., 5., 5., 9.], _frame(2), [110., 90., 175., 150.],
+        LoRATProcessing(**B224)([_frame(1), _frame(2)], [[5., 5., 5., 9.], [110., 90., 175., 150.]],
                                 np.random.default_rng(0))

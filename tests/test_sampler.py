@@ -120,7 +120,8 @@ def test_replacement_pairs_follow_dataset_weights():
     assert tracks.min() > 0.25 * tracks.sum()  # track picked uniformly among the image's 3 objects
 
 
-def identity_processing(z_image, z_box, x_image, x_box, rng):
+def identity_processing(images, boxes, rng):
+    (z_image, x_image), (z_box, x_box) = images, boxes
     return {"z": int(z_image[0, 0, 0]), "x": int(x_image[0, 0, 0]), "z_box": z_box, "x_box": x_box}
 
 
@@ -147,7 +148,8 @@ def test_rejected_crop_draws_replacement_with_same_rng():
     datasets = [FakeDataset("a", [10] * 3)]
     calls = []
 
-    def reject_first(z, zb, x, xb, rng):
+    def reject_first(images, boxes, rng):
+        z = images[0]
         calls.append(int(z[0, 0, 0]))
         return None if len(calls) == 1 else {"z": int(z[0, 0, 0])}
 

@@ -3,9 +3,11 @@
 Item `i` of rank `r` is global job `r + i * world_size` of the epoch (the DistributedSampler stride). Its
 generator is `job_rng(seed, 0, epoch, job)`: the job index is already global, so leaving the rank out of the
 seed makes an epoch's samples identical whatever the number of processes (a 2-GPU run sees the same pairs as a
-1-GPU run with the same global batch); the pair comes from the epoch plan, the frames are read, and
-`processing(z_image, z_box_xyxy, x_image, x_box_xyxy, rng)` builds the sample. When processing rejects the
-crop (returns None) a replacement pair is drawn with the same generator, as upstream. An unreadable frame is
+1-GPU run with the same global batch); the pair comes from the epoch plan, the tuplet rule picks the frame of each
+model input from it (`lib/train/data/sampler.py`: the pair itself for one search stream, LoRATv2 phase 2 adds a
+template frame), the frames are read (each distinct frame once) and `processing(images, boxes_xyxy, rng)` builds
+the sample, lists in model order (template first). When processing rejects the crop (returns None) a replacement
+pair is drawn with the same generator, as upstream. An unreadable frame is
 logged with its location, counted, and replaced the same way; if more than `max_failure_rate` of the pairs
 this process has drawn fail (checked after `min_draws_for_failure_check` draws), an error stops training.
 
@@ -20,11 +22,12 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 import torch.utils.data
 
-from lib.train.data.sampler import PairDraw, PairSampler, PairSource, job_rng
+from lib.train.data.sampler import PairDraw, PairSampler, PairSource, TupletRule, job_rng, pair_frames
+from lib.train.dataset.base import Track
 
 logger = logging.getLogger(__name__)
 
-Processing = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.random.Generator], "dict | None"]
+Processing = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], np.random.Generator], "dict | None"]
 
 
 class FrameSource(PairSource, Protocol):
@@ -49,6 +52,7 @@ class TrainingPairs(torch.utils.data.Dataset):
         max_failure_rate: float = 0.01,
         min_draws_for_failure_check: int = 100,
         max_rejections: int = 1000,
+        tuplets: TupletRule = pair_frames,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
@@ -56,6 +60,7 @@ class TrainingPairs(torch.utils.data.Dataset):
             raise ValueError(f"samples_per_epoch ({samples_per_epoch}) is smaller than world_size ({world_size})")
         self.sampler = PairSampler(datasets, weights, samples_per_epoch, max_gap, seed)
         self.processing = processing
+        self.tuplets = tuplets
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -80,13 +85,17 @@ class TrainingPairs(torch.utils.data.Dataset):
             raise IndexError(f"index {index} outside [0, {len(self)})")
         return self.rank + index * self.world_size
 
-    def _read(self, pair: PairDraw) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    def _track(self, pair: PairDraw) -> Track:
+        return self.sampler.datasets[pair.dataset_index].sequence(pair.sequence_index).tracks[pair.track_index]
+
+    def _read(self, pair: PairDraw, frames: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+        """The images and boxes of `frames` (each distinct frame read once), or None if one is unreadable."""
         dataset = self.sampler.datasets[pair.dataset_index]
-        track = dataset.sequence(pair.sequence_index).tracks[pair.track_index]
-        images = []
-        for frame in (pair.template_frame, pair.search_frame):
+        track = self._track(pair)
+        images: dict[int, np.ndarray] = {}
+        for frame in dict.fromkeys(frames):
             try:
-                images.append(dataset.read_frame(pair.sequence_index, frame))
+                images[frame] = dataset.read_frame(pair.sequence_index, frame)
             except (OSError, ValueError) as exc:
                 self.read_failures += 1
                 logger.warning(
@@ -95,7 +104,7 @@ class TrainingPairs(torch.utils.data.Dataset):
                 )
                 self._check_failure_rate()
                 return None
-        return images[0], track.boxes[pair.template_frame].copy(), images[1], track.boxes[pair.search_frame].copy()
+        return [images[f] for f in frames], [track.boxes[f].copy() for f in frames]
 
     def _check_failure_rate(self) -> None:
         if self.draws >= self.min_draws_for_failure_check and self.read_failures > self.max_failure_rate * self.draws:
@@ -110,8 +119,8 @@ class TrainingPairs(torch.utils.data.Dataset):
         pair = self.sampler.pair(self.epoch, self.global_index(index), rng)
         for _ in range(self.max_rejections):
             self.draws += 1
-            frames = self._read(pair)
-            sample = None if frames is None else self.processing(*frames, rng)
+            read = self._read(pair, self.tuplets(pair, self._track(pair).valid, rng))
+            sample = None if read is None else self.processing(*read, rng)
             if sample is not None:
                 return sample
             pair = self.sampler.replacement(rng)

@@ -1,11 +1,13 @@
-"""LoRAT training-sample processing: crops, augmentation, template mask and labels (upstream trackit/LoRAT:
-trackit/core/utils/siamfc_cropping.py, trackit/data/methods/siamese_tracker_train/transform/default/).
+"""LoRAT / LoRATv2 training-sample processing: crops, augmentation, template mask and labels (upstream trackit/LoRAT:
+trackit/core/utils/siamfc_cropping.py, trackit/data/methods/siamese_tracker_train/transform/default/ and, for
+LoRATv2's several search streams, trackit/data/methods/LoRATv2_train/transform/default/).
 
 The steps and the numpy-Generator draw order follow upstream's training worker exactly, so one seed gives one sample:
-search-crop jitter tries (``standard_normal(2)``, ``uniform(-1, 1, 2)`` each), flip ``random()`` template then
-search, colour jitter ``permutation(4)`` + 3 ``uniform`` template then search, DeiT-III ``choice(3)`` (+ blur
-radius). Images stay ``HxWx3`` float32 in [0, 1] until the uint8 quantisation of the DeiT-III step, then one
-lookup table per channel does ``/255`` and the ImageNet normalisation (bit-identical to torchvision).
+search-crop jitter tries (``standard_normal(2)``, ``uniform(-1, 1, 2)`` each) for each search stream in model order,
+flip ``random()`` per image (template, then the search streams), colour jitter ``permutation(4)`` + 3 ``uniform`` per
+image in the same order, one DeiT-III ``choice(3)`` (+ blur radius) for all images. Images stay ``HxWx3`` float32 in
+[0, 1] until the uint8 quantisation of the DeiT-III step, then one lookup table per channel does ``/255`` and the
+ImageNet normalisation (bit-identical to torchvision).
 """
 from __future__ import annotations
 
@@ -116,21 +118,37 @@ def positive_indices(box_in_crop: np.ndarray, crop_size: Sequence[int], feat_siz
     return indices
 
 
+def stream_keys(num_streams: int) -> tuple[str, ...]:
+    """Sample/batch keys of the search-stream crops in model order: the last (labelled) stream is always 'x', as in
+    LoRAT; a stream in front of it (LoRATv2 phase 2: the dynamic reference) is 'x_<index>'."""
+    return (*(f'x_{i}' for i in range(num_streams - 1)), 'x')
+
+
 class LoRATProcessing:
-    """Turns a (template frame, box, search frame, box) pair into one LoRAT training sample."""
+    """Turns a template frame and one frame per search stream (with their boxes) into one training sample.
+
+    LoRAT has one search stream (`search_size`, `search_area_factor`). LoRATv2 phase 2 puts unlabelled streams in
+    front of it, `reference_streams` = [(size, area factor)] in model order. Every search stream gets its own jitter
+    tries (all with the same scale/translation jitter and minimum size); one failing stream rejects the sample.
+    Labels come from the last stream only, the template mask from the template.
+    """
 
     def __init__(self, *, template_size: Sequence[int], search_size: Sequence[int],
                  template_area_factor: float, search_area_factor: float,
                  scale_jitter: float, translation_jitter: float, min_object_size: float,
+                 reference_streams: Sequence[tuple[Sequence[int], float]] = (),
                  patch_stride: int = 14, flip_probability: float = 0.5, color_jitter: float = 0.4,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  max_tries: int = 12) -> None:
         self.template_size = (int(template_size[0]), int(template_size[1]))
-        self.search_size = (int(search_size[0]), int(search_size[1]))
         self.template_feat_size = self._feat_size(self.template_size, patch_stride)
-        self.search_feat_size = self._feat_size(self.search_size, patch_stride)
+        self.stream_sizes = tuple((int(size[0]), int(size[1])) for size, _ in reference_streams) + (
+            (int(search_size[0]), int(search_size[1])),)
+        self.stream_area_factors = tuple(float(factor) for _, factor in reference_streams) + (search_area_factor,)
+        stream_feat_sizes = [self._feat_size(size, patch_stride) for size in self.stream_sizes]
+        self.search_size, self.search_feat_size = self.stream_sizes[-1], stream_feat_sizes[-1]
+        self.keys = stream_keys(len(self.stream_sizes))
         self.template_area_factor = template_area_factor
-        self.search_area_factor = search_area_factor
         self.scale_jitter = scale_jitter
         self.translation_jitter = translation_jitter
         self.min_object_size = min_object_size
@@ -149,39 +167,46 @@ class LoRATProcessing:
             raise ValueError(f"crop size {size} is not a multiple of the patch stride {stride}")
         return size[0] // stride, size[1] // stride
 
-    def __call__(self, z_image: np.ndarray, z_box: box_ops.ArrayLike, x_image: np.ndarray,
-                 x_box: box_ops.ArrayLike, rng: np.random.Generator) -> dict[str, np.ndarray] | None:
-        """One sample, or None when every search-crop try fails (draw a replacement pair then)."""
-        z_params = siamfc_crop_params(z_box, self.template_area_factor, self.template_size)
-        x_params = jittered_search_params(x_box, self.search_area_factor, self.search_size, self.scale_jitter,
-                                          self.translation_jitter, self.min_object_size, rng, self.max_tries)
-        if x_params is None:
-            return None
+    def __call__(self, images: Sequence[np.ndarray], boxes: Sequence[box_ops.ArrayLike],
+                 rng: np.random.Generator) -> dict[str, np.ndarray] | None:
+        """One sample from the template frame then one frame per search stream (`images`, `boxes` in that order;
+        the same array may appear several times), or None when a search stream's tries all fail (draw a
+        replacement then)."""
+        if len(images) != 1 + len(self.stream_sizes) or len(boxes) != len(images):
+            raise ValueError(f"expected a template and {len(self.stream_sizes)} search-stream frames with a box "
+                             f"each, got {len(images)} images and {len(boxes)} boxes")
+        params = [siamfc_crop_params(boxes[0], self.template_area_factor, self.template_size)]
+        for box, factor, size in zip(boxes[1:], self.stream_area_factors, self.stream_sizes):
+            stream_params = jittered_search_params(box, factor, size, self.scale_jitter, self.translation_jitter,
+                                                   self.min_object_size, rng, self.max_tries)
+            if stream_params is None:
+                return None
+            params.append(stream_params)
 
-        z_fill = image_mean(z_image)
-        x_fill = z_fill if x_image is z_image else image_mean(x_image)
-        images, crop_boxes = [], []
-        for image, box, params, fill, size in ((z_image, z_box, z_params, z_fill, self.template_size),
-                                               (x_image, x_box, x_params, x_fill, self.search_size)):
-            crop, scale, translation = crop_and_resize(image, *params, size, fill)
-            images.append(np.divide(crop, np.float32(255), out=crop))
+        fills: dict[int, np.ndarray] = {}  # each frame is padded with its own mean, computed once per frame
+        sizes = (self.template_size, *self.stream_sizes)
+        crops, crop_boxes = [], []
+        for image, box, (scale, translation), size in zip(images, boxes, params, sizes):
+            if id(image) not in fills:
+                fills[id(image)] = image_mean(image)
+            crop, scale, translation = crop_and_resize(image, scale, translation, size, fills[id(image)])
+            crops.append(np.divide(crop, np.float32(255), out=crop))
             crop_boxes.append(box_ops.apply_affine(box, scale, translation))
 
-        for i in range(2):
+        for i in range(len(crops)):
             if self.flip_probability > 0 and rng.random() < self.flip_probability:
-                images[i] = images[i][:, ::-1]
-                crop_boxes[i] = box_ops.hflip(crop_boxes[i], images[i].shape[1])
-        images = [self._color_jitter(image, rng) for image in images]
-        quantized = DEIT3_OPS[rng.choice(len(DEIT3_OPS))]([quantize(image) for image in images], rng)
+                crops[i] = crops[i][:, ::-1]
+                crop_boxes[i] = box_ops.hflip(crop_boxes[i], crops[i].shape[1])
+        crops = [self._color_jitter(crop, rng) for crop in crops]
+        quantized = DEIT3_OPS[rng.choice(len(DEIT3_OPS))]([quantize(crop) for crop in crops], rng)
 
-        sizes = (self.template_size, self.search_size)
-        z_crop_box, x_crop_box = (self._clip_box(box, size) for box, size in zip(crop_boxes, sizes))
+        clipped = [self._clip_box(box, size) for box, size in zip(crop_boxes, sizes)]
         return {
             'z': self.normalise(quantized[0]),
-            'x': self.normalise(quantized[1]),
-            'z_feat_mask': template_foreground_mask(z_crop_box, self.template_size, self.template_feat_size),
-            'search_box': (x_crop_box / np.tile(self.search_size, 2)).astype(np.float32),
-            'positive_indices': positive_indices(x_crop_box, self.search_size, self.search_feat_size),
+            **{key: self.normalise(image) for key, image in zip(self.keys, quantized[1:])},
+            'z_feat_mask': template_foreground_mask(clipped[0], self.template_size, self.template_feat_size),
+            'search_box': (clipped[-1] / np.tile(self.search_size, 2)).astype(np.float32),
+            'positive_indices': positive_indices(clipped[-1], self.search_size, self.search_feat_size),
         }
 
     def _color_jitter(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -208,16 +233,15 @@ class LoRATProcessing:
 
 
 def collate(samples: Sequence[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Stack samples into a batch; positives are concatenated with their batch index (as upstream's
-    box_with_score_map_label_gen plugin)."""
+    """Stack samples into a batch (every crop key of `stream_keys` the samples have, 'search_box' as
+    'search_boxes'); positives are concatenated with their batch index (as upstream's box_with_score_map_label_gen
+    plugin)."""
     if len(samples) == 0:
         raise ValueError("cannot collate an empty list of samples")
     positives = [sample['positive_indices'] for sample in samples]
+    stacked = {key: key for key in samples[0] if key != 'positive_indices'} | {'search_box': 'search_boxes'}
     return {
-        'z': torch.from_numpy(np.stack([s['z'] for s in samples])),
-        'x': torch.from_numpy(np.stack([s['x'] for s in samples])),
-        'z_feat_mask': torch.from_numpy(np.stack([s['z_feat_mask'] for s in samples])),
-        'search_boxes': torch.from_numpy(np.stack([s['search_box'] for s in samples])),
+        **{batch_key: torch.from_numpy(np.stack([s[key] for s in samples])) for key, batch_key in stacked.items()},
         'positive_batch_idx': torch.from_numpy(
             np.concatenate([np.full(len(p), i, dtype=np.int64) for i, p in enumerate(positives)])),
         'positive_map_idx': torch.from_numpy(np.concatenate(positives).astype(np.int64)),

@@ -9,12 +9,18 @@ trackit/data/methods/siamese_tracker_train/worker.py), with the same numpy draw 
 * `sample_pair`: track `integers(0, n)` if several; template `choice(valid frames)`; search
   `choice(valid frames within [z - max_gap, z + max_gap], z excluded)`, falling back to the template frame.
 * `sample_replacement`: `choice(n_datasets, p=weights)`, `integers(0, n_sequences)`, then `sample_pair`.
+* Tuplets (LoRATv2, upstream trackit/data/methods/LoRATv2_train/temporal_training_tuplet_sampling/): after the
+  pair, a `TupletRule` picks the frame of every model input, the template then each search stream in model order.
+  `TUPLET_RULES` is keyed by the number of search streams: one stream is the pair itself (template z, search x);
+  two streams add an auxiliary template frame a = `choice(valid frames of the track except z)` with no gap limit
+  (a = z when there is none, without a draw) and give (template a, reference z, search x).
 """
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from types import MappingProxyType
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -104,6 +110,15 @@ class SequencePicker:
         return self._plan
 
 
+def other_valid_frames(valid: np.ndarray, z: int, max_gap: int | None) -> np.ndarray:
+    """Valid frames of a track within `max_gap` of frame `z` (None: anywhere), `z` itself excluded, ascending."""
+    length = len(valid)
+    begin, end = (0, length) if max_gap is None else (max(z - max_gap, 0), min(z + max_gap + 1, length))
+    mask = valid[begin:end].copy()
+    mask[z - begin] = False
+    return np.arange(begin, end)[mask]
+
+
 def sample_frames(valid: np.ndarray, max_gap: int, rng: np.random.Generator) -> tuple[int, int]:
     """(template, search) frame indices of one track ("interval" mode, no range extension)."""
     length = len(valid)
@@ -113,10 +128,7 @@ def sample_frames(valid: np.ndarray, max_gap: int, rng: np.random.Generator) -> 
     z = int(rng.choice(candidates))
     if length == 1:
         return z, z
-    begin, end = max(z - max_gap, 0), min(z + max_gap + 1, length)
-    mask = valid[begin:end].copy()
-    mask[z - begin] = False
-    search_candidates = np.arange(begin, end)[mask]
+    search_candidates = other_valid_frames(valid, z, max_gap)
     if len(search_candidates) == 0:
         return z, z
     return z, int(rng.choice(search_candidates))
@@ -130,6 +142,34 @@ def sample_pair(
     track_index = int(rng.integers(0, n_tracks)) if n_tracks > 1 else 0
     z, x = sample_frames(sequence.tracks[track_index].valid, max_gap, rng)
     return PairDraw(dataset_index, sequence_index, track_index, z, x)
+
+
+# The frames of one sample from its pair and the pair's track validity: template, then every search stream.
+TupletRule = Callable[[PairDraw, np.ndarray, np.random.Generator], tuple[int, ...]]
+
+
+def pair_frames(pair: PairDraw, valid: np.ndarray, rng: np.random.Generator) -> tuple[int, ...]:
+    """One search stream (LoRAT, LoRATv2 phase 1; upstream's `passthrough`): template z, search x. No draw."""
+    return pair.template_frame, pair.search_frame
+
+
+def increased_difficulty_frames(pair: PairDraw, valid: np.ndarray, rng: np.random.Generator) -> tuple[int, ...]:
+    """Two search streams (LoRATv2 phase 2): template a, dynamic reference z, search x. The template a is any other
+    valid frame of the track, however far from z, so it is usually further from x than the reference is."""
+    candidates = other_valid_frames(valid, pair.template_frame, None)
+    aux = int(rng.choice(candidates)) if len(candidates) else pair.template_frame
+    return aux, pair.template_frame, pair.search_frame
+
+
+TUPLET_RULES: MappingProxyType[int, TupletRule] = MappingProxyType({1: pair_frames, 2: increased_difficulty_frames})
+
+
+def tuplet_rule(num_search_streams: int) -> TupletRule:
+    """The frame rule of a model with `num_search_streams` search streams."""
+    if num_search_streams not in TUPLET_RULES:
+        raise ValueError(f"no training-frame rule for {num_search_streams} search streams; known: "
+                         f"{', '.join(map(str, TUPLET_RULES))} (add one to TUPLET_RULES in lib/train/data/sampler.py)")
+    return TUPLET_RULES[num_search_streams]
 
 
 def sample_replacement(
