@@ -9,21 +9,24 @@ out = model(z, x, z_feat_mask)  # {'score_map': (B,Hx,Wx) logits, 'boxes': (B,Hx
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch import nn
 from timm.layers import DropPath
 
-from lib.config import ExperimentConfig
+from lib.config import ConfigError, ExperimentConfig
 from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_backbone_weights,
                                  resolve_backbone_weights)
 from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
 from lib.models.engines import build_engine
 from lib.models.peft import MERGEABLE_TYPES, merge_peft_, method_of
 from lib.models.lorat import LoRAT
+from lib.models.loratv2 import LoRATv2, build_loratv2
 
-__all__ = ["build_model", "load_checkpoint", "build_engine", "export_inference_checkpoint", "merge_for_inference",
+__all__ = ["build_model", "MODEL_BUILDERS", "LoRATv2", "load_checkpoint", "build_engine", "export_inference_checkpoint", "merge_for_inference",
            "trainable_state_dict", "default_backbone_weights", "CheckpointError", "LoadReport", "read_state_dict",
            "VIT_SPECS"]
 
@@ -61,7 +64,18 @@ def default_backbone_weights(cfg: ExperimentConfig) -> Path | None:
     return default_weights_path(cfg.model.backbone)
 
 
-def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights: str | Path | None = None) -> LoRAT:
+def build_model(cfg: ExperimentConfig, training: bool = False,
+                backbone_weights: str | Path | None = None) -> LoRAT | LoRATv2:
+    """The model of `cfg.script`'s family (`MODEL_BUILDERS`): LoRAT (`build_lorat`) or LoRATv2
+    (lib/models/loratv2.py `build_loratv2`: training=True trains the phase's experts, training=False is the merged
+    inference build with the KV-cache streaming API)."""
+    if cfg.script not in MODEL_BUILDERS:
+        raise ValueError(f"No model family for experiment script '{cfg.script}' (lib.models.MODEL_BUILDERS: "
+                         f"{', '.join(MODEL_BUILDERS)})")
+    return MODEL_BUILDERS[cfg.script](cfg, training, backbone_weights)
+
+
+def build_lorat(cfg: ExperimentConfig, training: bool = False, backbone_weights: str | Path | None = None) -> LoRAT:
     """Build LoRAT. `training=True`: the config's PEFT method (LoRA on the block linears, or an adapter, VPT or
     IA3; lib/models/peft.py) added to the frozen backbone, and only its modules + token-type embedding + head (+ the
     final norm with `model.train_final_norm`) trainable; everything trainable for full fine-tuning configs.
@@ -72,6 +86,9 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
     same config are identical. Pass the same `backbone_weights` to `load_checkpoint`, which needs to know where the
     backbone tensors that a checkpoint does not hold came from.
     """
+    if cfg.model.loratv2 is not None:
+        raise ConfigError(f"experiments/{cfg.script}/{cfg.name}: model.loratv2 belongs to loratv2 experiments; "
+                          f"remove it or use --script loratv2")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
         vit = create_vit(cfg.model.backbone)
@@ -95,7 +112,12 @@ def build_model(cfg: ExperimentConfig, training: bool = False, backbone_weights:
     return model
 
 
-def merge_for_inference(model: LoRAT) -> LoRAT:
+# Experiment script (experiments/<script>/) -> the builder of its model family.
+MODEL_BUILDERS: Mapping[str, Callable[[ExperimentConfig, bool, str | Path | None], nn.Module]] = MappingProxyType({
+    "lorat": build_lorat, "lorat_ablation": build_lorat, "lorat_timm": build_lorat, "loratv2": build_loratv2})
+
+
+def merge_for_inference(model: LoRAT | LoRATv2) -> LoRAT | LoRATv2:
     """Fold the mergeable PEFT modules (LoRA, IA3) of a training model into plain linears (in place) and switch to
     inference mode; adapter and VPT modules stay."""
     merge_peft_(model)
