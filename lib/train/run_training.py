@@ -1,6 +1,12 @@
 """One training process (one rank). Launched by `tracking/train.py`, directly or through torchrun.
 
     python -m lib.train.run_training --script lorat --config base_224 --save_dir ./output
+
+LoRATv2 trains in two phases; phase 2 starts from phase 1's final checkpoint:
+
+    python -m lib.train.run_training --script loratv2 --config p1_base_224
+    python -m lib.train.run_training --script loratv2 --config p2_base_378 \
+        --init_checkpoint output/checkpoints/train/loratv2/p1_base_224/p1_base_224_final.pth
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from lib.models.backbone import VIT_SPECS
 from lib.train.admin.environment import env_settings
 from lib.train.data.pairs import TrainingPairs
 from lib.train.data.processing import LoRATProcessing
+from lib.train.data.sampler import tuplet_rule
 from lib.train.dataset import build_train_dataset
 from lib.train.trainer import Trainer, TrainingRun
 from lib.utils.distributed import DistInfo, cleanup, init_distributed
@@ -32,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="backbone weights: Meta DINOv2 .pth or timm .safetensors/.bin (default: "
                              "pretrained/<file of the config's backbone>); 'none' = random")
     parser.add_argument("--init_checkpoint", default=None,
-                        help="start from a trained tracker (e.g. a previous stage's *_final.pth) instead")
+                        help="start from a trained tracker (e.g. a previous stage's *_final.pth) instead; LoRATv2 "
+                             "phase 2 needs its phase-1 final checkpoint here")
     parser.add_argument("--env_file", default=None, help="training local.py (default lib/train/admin/local.py)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="SECTION.KEY=VALUE",
                         help="override config values, e.g. --set train.epochs=3 data.num_workers=0")
@@ -40,9 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def continues_earlier_phase(cfg: ExperimentConfig) -> bool:
+    """LoRATv2 phase 2 trains a new search stream on top of the frozen phase-1 experts: it needs the phase-1 final
+    checkpoint (--init_checkpoint) and, since the new stream's expert starts from the pretrained linears (which
+    the merged phase-1 experts no longer show), the backbone weights as well."""
+    return cfg.model.loratv2 is not None and cfg.model.loratv2.phase == 2
+
+
 def resolve_base(cfg: ExperimentConfig, backbone_weights: str | None, init_checkpoint: str | None) -> dict:
     """Which files provide the frozen/initial weights; recorded in checkpoints so a resume rebuilds the same."""
-    if backbone_weights == "none" or init_checkpoint is not None or VIT_SPECS[cfg.model.backbone].weights_file is None:
+    if continues_earlier_phase(cfg) and init_checkpoint is None:
+        raise ValueError(f"experiments/{cfg.script}/{cfg.name} is LoRATv2 phase 2: it trains on top of the frozen "
+                         f"phase-1 experts. Pass the phase-1 final checkpoint: tracking/train.py --script "
+                         f"{cfg.script} --config {cfg.name} --init_checkpoint <phase-1 final>, e.g. output/checkpoints"
+                         f"/train/{cfg.script}/p1_base_224/p1_base_224_final.pth")
+    replaced_by_init = init_checkpoint is not None and not continues_earlier_phase(cfg)
+    if backbone_weights == "none" or replaced_by_init or VIT_SPECS[cfg.model.backbone].weights_file is None:
         weights = None if backbone_weights in (None, "none") else str(Path(backbone_weights).resolve())
     else:
         weights = str(Path(backbone_weights or default_backbone_weights(cfg)).resolve())
@@ -50,15 +71,24 @@ def resolve_base(cfg: ExperimentConfig, backbone_weights: str | None, init_check
             "init_checkpoint": str(Path(init_checkpoint).resolve()) if init_checkpoint else None}
 
 
-def make_pairs(cfg: ExperimentConfig, entries, samples: int, seed: int, dist: DistInfo, env) -> TrainingPairs:
-    processing = LoRATProcessing(
+def make_processing(cfg: ExperimentConfig) -> LoRATProcessing:
+    """Crops of the template and of every search stream of `cfg.model.search_sizes`: the last one is the labelled
+    search region (`data.search_area_factor`); streams in front of it are LoRATv2 phase 2's dynamic reference
+    (`model.loratv2.reference_area_factor`). All search streams share the jitter settings."""
+    references = [((size, size), cfg.model.loratv2.reference_area_factor) for size in cfg.model.search_sizes[:-1]]
+    return LoRATProcessing(
         template_size=(cfg.model.template_size,) * 2, search_size=(cfg.model.search_size,) * 2,
         template_area_factor=cfg.data.template_area_factor, search_area_factor=cfg.data.search_area_factor,
         scale_jitter=cfg.data.scale_jitter, translation_jitter=cfg.data.translation_jitter,
-        min_object_size=cfg.data.min_object_size, patch_stride=cfg.model.patch_size)
+        min_object_size=cfg.data.min_object_size, reference_streams=references, patch_stride=cfg.model.patch_size)
+
+
+def make_pairs(cfg: ExperimentConfig, entries, samples: int, seed: int, dist: DistInfo, env) -> TrainingPairs:
+    """Training samples of `entries`: pairs, or the tuplets of the model's number of search streams."""
     datasets = [build_train_dataset(e, env, cfg.data.use_lmdb) for e in entries]
-    return TrainingPairs(datasets, [e.weight for e in entries], samples, cfg.data.max_gap, processing, seed,
-                         rank=dist.rank, world_size=dist.world_size)
+    return TrainingPairs(datasets, [e.weight for e in entries], samples, cfg.data.max_gap, make_processing(cfg),
+                         seed, rank=dist.rank, world_size=dist.world_size,
+                         tuplets=tuplet_rule(len(cfg.model.search_sizes)))
 
 
 def setup_logging(paths: RunPaths, dist: DistInfo) -> None:

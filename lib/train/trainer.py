@@ -13,9 +13,11 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -87,7 +89,7 @@ class Trainer:
         if cfg.train.compile:  # after DDP, so that its optimizer splits graphs at gradient-bucket boundaries
             self.forward_model = torch.compile(self.forward_model)
         self.actor = build_actor(cfg.script, self.forward_model, self.device.type, cfg.train.amp,
-                                 cfg.train.iou_aware_target)
+                                 cfg.train.iou_aware_target, num_streams=len(cfg.model.search_sizes))
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.start_epoch = 0
         self.global_step = 0
@@ -281,16 +283,28 @@ class Trainer:
         return means
 
     def export(self) -> Path:
-        """The final model as one merged inference file (and, for LoRA runs, the official release layout)."""
+        """The final model as one merged inference file, self-contained (every tensor of the inference build: for
+        LoRATv2 phase 2 also the frozen phase-1 experts it was trained on), and, where the family has one
+        (`RELEASE_WRITERS`), the official release layout."""
         cfg, paths = self.run.cfg, self.run.paths
-        if cfg.model.lora is not None:
-            swiglu = cfg.model.backbone == "dinov2_vitg14"
-            save_official_checkpoint(self.model, paths.official_export(cfg.name), cfg.model.lora.alpha,
-                                     cfg.model.lora.use_rslora, swiglu)
+        if cfg.script in RELEASE_WRITERS:
+            RELEASE_WRITERS[cfg.script](self.model, cfg, paths.official_export(cfg.name))
         merged = merge_for_inference(copy.deepcopy(self.model).cpu())
         export_inference_checkpoint(merged, cfg, paths.final_export(cfg.name))
         logger.info("exported %s", paths.final_export(cfg.name))
         return paths.final_export(cfg.name)
+
+
+def write_lorat_release(model: nn.Module, cfg: ExperimentConfig, path: Path) -> None:
+    """LoRA runs of LoRAT: the trainable tensors in upstream's release layout (lib.models.checkpoint)."""
+    if cfg.model.lora is not None:
+        save_official_checkpoint(model, path, cfg.model.lora.alpha, cfg.model.lora.use_rslora,
+                                 swiglu=cfg.model.backbone == "dinov2_vitg14")
+
+
+# Experiment script -> writer of its official release layout next to the merged export (none: merged export only).
+RELEASE_WRITERS: MappingProxyType[str, Callable[[nn.Module, ExperimentConfig, Path], None]] = MappingProxyType(
+    {"lorat": write_lorat_release, "lorat_ablation": write_lorat_release, "lorat_timm": write_lorat_release})
 
 
 def _free_name(path: Path) -> Path:
