@@ -20,11 +20,13 @@ from timm.layers import DropPath
 from lib.config import ConfigError, ExperimentConfig
 from lib.models.backbone import (VIT_SPECS, create_vit, default_weights_path, load_backbone_weights,
                                  resolve_backbone_weights)
-from lib.models.checkpoint import CheckpointError, LoadReport, load_checkpoint, read_state_dict
+from lib.models.checkpoint import CheckpointError, LoadReport, read_state_dict
+from lib.models.checkpoint import load_checkpoint as load_lorat_checkpoint
 from lib.models.engines import build_engine
 from lib.models.peft import MERGEABLE_TYPES, merge_peft_, method_of
 from lib.models.lorat import LoRAT
 from lib.models.loratv2 import LoRATv2, build_loratv2
+from lib.models.loratv2_checkpoint import load_loratv2_checkpoint
 
 __all__ = ["build_model", "MODEL_BUILDERS", "LoRATv2", "load_checkpoint", "build_engine", "export_inference_checkpoint", "merge_for_inference",
            "trainable_state_dict", "default_backbone_weights", "CheckpointError", "LoadReport", "read_state_dict",
@@ -115,6 +117,30 @@ def build_lorat(cfg: ExperimentConfig, training: bool = False, backbone_weights:
 # Experiment script (experiments/<script>/) -> the builder of its model family.
 MODEL_BUILDERS: Mapping[str, Callable[[ExperimentConfig, bool, str | Path | None], nn.Module]] = MappingProxyType({
     "lorat": build_lorat, "lorat_ablation": build_lorat, "lorat_timm": build_lorat, "loratv2": build_loratv2})
+
+
+def _lorat_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path | None,
+                      base_checkpoint: str | Path | None) -> LoadReport:
+    if base_checkpoint is not None:
+        raise ValueError("base_checkpoint is LoRATv2's phase-1 file; LoRAT loads a stage-1 file first and then the "
+                         "stage-2 file with backbone_weights=<stage-1 file> (lib/models/checkpoint.py)")
+    return load_lorat_checkpoint(model, path, backbone_weights)
+
+
+# Model class -> its checkpoint reader.
+CHECKPOINT_LOADERS: Mapping[type, Callable[..., LoadReport]] = MappingProxyType(
+    {LoRAT: _lorat_checkpoint, LoRATv2: load_loratv2_checkpoint})
+
+
+def load_checkpoint(model: LoRAT | LoRATv2, path: str | Path, backbone_weights: str | Path | None = None,
+                    base_checkpoint: str | Path | None = None) -> LoadReport:
+    """Load a checkpoint into a model built by `build_model`, with its family's reader (`CHECKPOINT_LOADERS`):
+    lib/models/checkpoint.py for LoRAT, lib/models/loratv2_checkpoint.py for LoRATv2 (`base_checkpoint`: the
+    phase-1 file when `path` is an official phase-2 file)."""
+    family = next((cls for cls in type(model).__mro__ if cls in CHECKPOINT_LOADERS), None)
+    if family is None:
+        raise TypeError(f"No checkpoint reader for {type(model).__name__} (lib.models.CHECKPOINT_LOADERS)")
+    return CHECKPOINT_LOADERS[family](model, path, backbone_weights, base_checkpoint)
 
 
 def merge_for_inference(model: LoRAT | LoRATv2) -> LoRAT | LoRATv2:

@@ -28,11 +28,14 @@ class ViTSpec:
     timm_name: str
     overrides: tuple[tuple[str, int], ...] = ()  # architecture changes (small demo ViTs)
     weights_file: str | None = None  # file name looked up in pretrained/
-    weights_format: str = "meta_dinov2"  # key of WEIGHT_LOADERS
+    weights_format: str = "meta_dinov2"  # key of WEIGHT_CONVERTERS
     weights_url: str | None = None  # where users download `weights_file` from
     patch_size: int = 14
     img_size: int | None = DINOV2_GRID * 14  # the pretrained grid; None: timm's default for the model
     pos_embed: str = "interpolate"  # key of lib.models.lorat.POS_EMBED_RESIZE
+    # The same weights on Hugging Face as a timm tag, saved as pretrained/<tag>.safetensors: used when
+    # `weights_file` is absent (the "meta_or_timm" format reads both layouts)
+    timm_alternative: str | None = None
 
 
 def _meta(name: str, folder: str | None = None) -> dict[str, str]:
@@ -58,11 +61,14 @@ VIT_SPECS: dict[str, ViTSpec] = {
                                                                     ("num_heads", 3))),
     # LoRATv2 (experiments/loratv2): DINOv2 with 4 register tokens, Meta's torch-hub file or timm's
     "dinov2_reg4_vitb14": ViTSpec("vit_base_patch14_reg4_dinov2", **_meta("dinov2_vitb14_reg4", "dinov2_vitb14"),
-                                  pos_embed="crop"),
+                                  weights_format="meta_or_timm", pos_embed="crop",
+                                  timm_alternative="vit_base_patch14_reg4_dinov2.lvd142m"),
     "dinov2_reg4_vitl14": ViTSpec("vit_large_patch14_reg4_dinov2", **_meta("dinov2_vitl14_reg4", "dinov2_vitl14"),
-                                  pos_embed="crop"),
+                                  weights_format="meta_or_timm", pos_embed="crop",
+                                  timm_alternative="vit_large_patch14_reg4_dinov2.lvd142m"),
     "vit_demo_p14_reg4": ViTSpec("vit_small_patch14_reg4_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
-                                                                            ("num_heads", 3)), pos_embed="crop"),
+                                                                            ("num_heads", 3)),
+                                 weights_format="meta_or_timm", pos_embed="crop"),
     # Paper Table 9 (upstream config/LoRAT_timm): timm's ViT-B models with their timm/Hugging Face weights.
     "timm_dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_timm("vit_base_patch14_dinov2.lvd142m", 14)),
     "timm_mae_vitb16": ViTSpec("vit_base_patch16_224", **_timm("vit_base_patch16_224.mae", 16)),
@@ -94,13 +100,16 @@ def create_vit(name: str, drop_path: float = 0.0) -> VisionTransformer:
 
 def default_weights_path(name: str) -> Path | None:
     """`pretrained/<weights file>` (whether or not it exists yet), None for demo backbones. For timm files the
-    `.bin` twin is taken when only it exists."""
+    `.bin` twin is taken when only it exists, for the reg4 DINOv2s timm's copy (`timm_alternative`) likewise."""
     spec = VIT_SPECS[name]
     if spec.weights_file is None:
         return None
     path = PRETRAINED_DIR / spec.weights_file
     bin_twin = path.with_suffix(".bin")
-    return bin_twin if spec.weights_format == "timm" and not path.is_file() and bin_twin.is_file() else path
+    if spec.weights_format == "timm" and not path.is_file() and bin_twin.is_file():
+        return bin_twin
+    alternative = PRETRAINED_DIR / f"{spec.timm_alternative}.safetensors" if spec.timm_alternative else None
+    return alternative if alternative is not None and not path.is_file() and alternative.is_file() else path
 
 
 def resolve_backbone_weights(name: str, path: str | Path | None) -> Path:
@@ -112,16 +121,27 @@ def resolve_backbone_weights(name: str, path: str | Path | None) -> Path:
     path = Path(path)
     if not path.is_file():
         hint = f"Download {spec.weights_url} and put it at {path}" if spec.weights_url else "Check the path"
+        if spec.timm_alternative:
+            hint += (f", or timm's copy https://huggingface.co/timm/{spec.timm_alternative}/resolve/main/"
+                     f"model.safetensors saved as {PRETRAINED_DIR / spec.timm_alternative}.safetensors")
         raise FileNotFoundError(f"Backbone weights not found: {path}. {hint} (see pretrained/README.md).")
     return path
 
 
 def load_backbone_weights(vit: VisionTransformer, name: str, path: str | Path) -> None:
-    """Load the weight file of backbone `name` into `vit` with the loader of its format."""
-    WEIGHT_LOADERS[VIT_SPECS[name].weights_format](vit, path)
+    """Load the weight file of backbone `name` into `vit`, strictly."""
+    vit.load_state_dict(backbone_state_dict(vit, name, path), strict=True)
 
 
-def _strict_load(vit: VisionTransformer, converted: dict[str, torch.Tensor], path: Path) -> None:
+def backbone_state_dict(vit: VisionTransformer, name: str, path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of backbone `name`'s weight file under `vit`'s (timm) names, checked to fit `vit` exactly.
+    `vit` only supplies names and shapes: it may live on the meta device."""
+    return _converted(vit, path, VIT_SPECS[name].weights_format)
+
+
+def _converted(vit: VisionTransformer, path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    converted = WEIGHT_CONVERTERS[fmt](vit, _read_vit_state(path, FORMAT_NAMES[fmt]), path)
     expected = vit.state_dict()
     wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(expected[k].shape)}"
              for k, v in converted.items() if k in expected and v.shape != expected[k].shape]
@@ -130,7 +150,7 @@ def _strict_load(vit: VisionTransformer, converted: dict[str, torch.Tensor], pat
     if wrong or missing or unexpected:
         raise ValueError(f"{path} does not match the backbone (wrong size variant?). "
                          f"shape mismatches: {wrong}; missing: {missing}; unexpected: {unexpected}")
-    vit.load_state_dict(converted, strict=True)
+    return converted
 
 
 def _read_vit_state(path: Path, kind: str) -> dict[str, torch.Tensor]:
@@ -150,31 +170,51 @@ def _read_vit_state(path: Path, kind: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_timm_weights(vit: VisionTransformer, path: str | Path) -> None:
-    """Load a timm/Hugging Face weight file (safetensors, or a torch `.bin`) of the same architecture, strictly,
-    through timm's own checkpoint filter (as `timm.create_model(..., pretrained=True)` would)."""
-    path = Path(path)
-    state = _read_vit_state(path, "timm ViT weight file")
+def convert_timm(vit: VisionTransformer, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """A timm/Hugging Face weight file (safetensors, or a torch `.bin`) of the same architecture, through timm's
+    own checkpoint filter (as `timm.create_model(..., pretrained=True)` would)."""
     if tuple(state["pos_embed"].shape) != tuple(vit.pos_embed.shape):  # timm would silently resample it
         raise ValueError(f"{path}: pos_embed {tuple(state['pos_embed'].shape)} differs from the model's "
                          f"{tuple(vit.pos_embed.shape)}: a different image size variant of the model")
-    _strict_load(vit, checkpoint_filter_fn(dict(state), vit), path)
+    return checkpoint_filter_fn(dict(state), vit)
 
 
-def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
-    """Load one of Meta's `dinov2_vit*14_pretrain.pth` files (torch-hub layout) into a timm ViT, strictly.
-
-    timm's own converter renames the SwiGLU `w12`/`w3` of ViT-g to `fc1`/`fc2` and drops the mask token.
-    """
-    path = Path(path)
-    state = _read_vit_state(path, "Meta DINOv2 torch-hub checkpoint")
+def convert_meta_dinov2(vit: VisionTransformer, state: dict[str, torch.Tensor],
+                        path: Path) -> dict[str, torch.Tensor]:
+    """One of Meta's `dinov2_vit*14[_reg4]_pretrain.pth` files (torch-hub layout), through timm's converter: it
+    renames ViT-g's SwiGLU `w12`/`w3` to `fc1`/`fc2` and drops the mask token; with registers (timm's
+    `no_embed_class` models) `register_tokens` -> `reg_token`, `cls_token + pos_embed[:, 0]` -> `cls_token` and
+    `pos_embed[:, 1:]` (the 37 x 37 grid) -> `pos_embed`."""
     grid_tokens = DINOV2_GRID * DINOV2_GRID + 1
     if state["pos_embed"].shape[1] != grid_tokens:  # timm would silently resample it (with antialiasing)
         raise ValueError(f"{path}: pos_embed has {state['pos_embed'].shape[1]} positions, Meta's DINOv2 checkpoints "
                          f"have {grid_tokens} (37 x 37 + CLS); this is not one of the torch-hub *_pretrain.pth files")
-    _strict_load(vit, checkpoint_filter_fn(dict(state), vit), path)
+    if ("register_tokens" in state) != (vit.reg_token is not None):
+        raise ValueError(f"{path}: {'has' if 'register_tokens' in state else 'has no'} register tokens, the backbone "
+                         f"{'has none' if vit.reg_token is None else 'has 4'}: the reg4 and plain DINOv2 files differ")
+    return checkpoint_filter_fn(dict(state), vit)
 
 
-# `ViTSpec.weights_format` names.
-WEIGHT_LOADERS: Mapping[str, Callable[[VisionTransformer, str | Path], None]] = MappingProxyType(
-    {"meta_dinov2": load_meta_dinov2, "timm": load_timm_weights})
+def convert_meta_or_timm(vit: VisionTransformer, state: dict[str, torch.Tensor],
+                         path: Path) -> dict[str, torch.Tensor]:
+    """Meta's torch-hub layout (it has a `mask_token`) or timm's, told apart by the keys."""
+    return (convert_meta_dinov2 if "mask_token" in state else convert_timm)(vit, state, path)
+
+
+def load_timm_weights(vit: VisionTransformer, path: str | Path) -> None:
+    """Load a timm/Hugging Face weight file of the same architecture into `vit`, strictly."""
+    vit.load_state_dict(_converted(vit, path, "timm"), strict=True)
+
+
+def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
+    """Load one of Meta's `dinov2_vit*14_pretrain.pth` files (torch-hub layout) into a timm ViT, strictly."""
+    vit.load_state_dict(_converted(vit, path, "meta_dinov2"), strict=True)
+
+
+# `ViTSpec.weights_format` names: how a file's tensors become the timm model's, and what the file is called.
+WEIGHT_CONVERTERS: Mapping[str, Callable[[VisionTransformer, dict[str, torch.Tensor], Path],
+                                         dict[str, torch.Tensor]]] = MappingProxyType(
+    {"meta_dinov2": convert_meta_dinov2, "timm": convert_timm, "meta_or_timm": convert_meta_or_timm})
+FORMAT_NAMES: Mapping[str, str] = MappingProxyType(
+    {"meta_dinov2": "Meta DINOv2 torch-hub checkpoint", "timm": "timm ViT weight file",
+     "meta_or_timm": "DINOv2 weight file (Meta torch-hub or timm)"})

@@ -155,9 +155,10 @@ class LoRATv2(nn.Module):
     copies. Phase 1 trains all, phase 2 only the last; the inference build trains none.
     """
 
-    def __init__(self, vit: VisionTransformer, template_size: int, search_sizes: tuple[int, ...],
+    def __init__(self, vit: VisionTransformer, backbone: str, template_size: int, search_sizes: tuple[int, ...],
                  lora: LoRAConfig | None, trainable: tuple[bool, ...], head: str = "mlp") -> None:
         super().__init__()
+        self.backbone = backbone  # the VIT_SPECS name of `vit`: the layout of its weight file (checkpoint loading)
         if len(trainable) != 1 + len(search_sizes):
             raise ValueError(f"one trainable flag per chunk expected ({1 + len(search_sizes)}), got {trainable}")
         if any(trainable) and lora is None:
@@ -241,6 +242,10 @@ class LoRATv2(nn.Module):
         return self.heads[-1](self.norms[-1](tokens[:, -self.chunk_sizes[-1]:]))
 
     # ---- streaming (merged inference build) ----
+
+    def lora_experts(self) -> tuple[int, ...]:
+        """The experts (chunk indices) that carry LoRA adapters; empty for the merged inference build."""
+        return tuple(e for e, expert in enumerate(self.blocks[0].attn.qkv) if isinstance(expert, LoRAQKV))
 
     def is_merged(self) -> bool:
         """True when every expert is a plain linear (the inference build, or after `merge_for_inference`)."""
@@ -328,7 +333,7 @@ def build_loratv2(cfg: ExperimentConfig, training: bool, backbone_weights: str |
         if backbone_weights is not None:
             load_backbone_weights(vit, cfg.model.backbone,
                                   resolve_backbone_weights(cfg.model.backbone, backbone_weights))
-        model = LoRATv2(vit, cfg.model.template_size, cfg.model.search_sizes, cfg.model.lora,
+        model = LoRATv2(vit, cfg.model.backbone, cfg.model.template_size, cfg.model.search_sizes, cfg.model.lora,
                         trainable_experts(cfg.model, training), cfg.model.head)
     if not training:
         model.eval().requires_grad_(False)

@@ -3,6 +3,7 @@ model_profile.py and trackit/models/utils/profiling/)."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from timm.models.vision_transformer import Attention
 
 from lib.config import ExperimentConfig
+from lib.models.loratv2 import LoRATv2
 from lib.utils.precision import autocast
 
 
@@ -90,3 +92,41 @@ def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], precisio
     times.sort()
     mean = sum(times) / len(times)
     return Latency(mean, times[len(times) // 2], 1000.0 * inputs[0].shape[0] / mean)
+
+
+def count_action_macs(action: Callable[[], object]) -> int:
+    """Multiply-accumulates of everything `action()` runs, from torch's FLOP counter (matrix products, convolutions
+    and attention, 2 FLOPs per MAC): it sees the functional calls (the K/V-only last block, SDPA) that thop's
+    module hooks miss. Works on meta-device models, so full-size variants cost no memory."""
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    def attention_flops(query_shape, key_shape, value_shape, *_args, **_kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    # the CPU kernel of SDPA is not in the counter's table: count it as the GPU kernels are
+    cpu_attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
+        action()
+    return counter.get_total_flops() // 2
+
+
+def loratv2_action_macs(model: LoRATv2, batch: int = 1) -> dict[str, int]:
+    """MACs of each tracking action of a merged LoRATv2 (upstream's profiling paths): `init` (registers +
+    template), `update_i` for every stream before the last, `track_<last>`; inputs as `sample_inputs`."""
+    device, dtype = model.pos_embed.device, model.pos_embed.dtype
+    cache = model.new_kv_cache(batch)
+    slots = torch.arange(batch, device=device)
+    feat = model.template_size // model.patch_size
+
+    def crop(size: int) -> torch.Tensor:
+        return torch.full((batch, 3, size, size), 0.5, device=device, dtype=dtype)
+
+    mask = torch.ones((batch, feat, feat), dtype=torch.long, device=device)
+    last = model.num_streams - 1
+    actions: dict[str, Callable[[], object]] = {"init": lambda: model.init(crop(model.template_size), mask, cache,
+                                                                           slots)}
+    for i in range(last):
+        actions[f"update_{i}"] = lambda i=i: model.update(i, crop(model.search_sizes[i]), cache, slots)
+    actions[f"track_{last}"] = lambda: model.track(last, crop(model.search_sizes[last]), cache, slots)
+    with torch.inference_mode():
+        return {name: count_action_macs(action) for name, action in actions.items()}
