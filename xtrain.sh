@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 NPROC=${NPROC:-8}
-SCRIPT=${SCRIPT:-lorat}  # experiments/<script>/: lorat, lorat_ablation (Tables 4-6), lorat_timm (Table 9)
+SCRIPT=${SCRIPT:-lorat}  # experiments/<script>/: lorat, lorat_ablation (Tables 4-6), lorat_timm (Table 9), loratv2
 CONFIGS=("$@")
 if [ ${#CONFIGS[@]} -eq 0 ]; then
   CONFIGS=(base_224 base_378 large_224 large_378 giant_224 giant_378
@@ -30,6 +30,27 @@ fi
 # Table 9, backbones from timm weight files in pretrained/ (B-224 full fine-tuning in the paper):
 #   SCRIPT=lorat_timm bash xtrain.sh base_224_dinov2_fft base_256_mae_fft base_256_clip_fft \
 #     base_224_dinov2 base_256_mae base_256_clip
+#
+# LoRATv2 (experiments/loratv2/, docs/loratv2.md), two runs per variant: phase 1 (template + 224 search stream), then
+# phase 2 (a new 378 search stream on the frozen phase-1 experts) from phase 1's final checkpoint. Variants: base,
+# large, base_got10k, large_got10k (GOT-10k protocol). Expects pretrained/dinov2_vit{b,l}14_reg4_pretrain.pth.
+#   SCRIPT=loratv2 bash xtrain.sh                 (all four)
+#   SCRIPT=loratv2 bash xtrain.sh base large
+if [ "$SCRIPT" = loratv2 ]; then
+  VARIANTS=("$@")
+  if [ ${#VARIANTS[@]} -eq 0 ]; then
+    VARIANTS=(base large base_got10k large_got10k)
+  fi
+  for variant in "${VARIANTS[@]}"; do
+    size=${variant%%_*}; protocol=${variant#"$size"}  # base_got10k -> base, _got10k
+    phase1=p1_${size}_224${protocol}; phase2=p2_${size}_378${protocol}
+    python tracking/train.py --script loratv2 --config "$phase1" --save_dir ./output --mode multiple \
+      --nproc_per_node "$NPROC"
+    python tracking/train.py --script loratv2 --config "$phase2" --save_dir ./output --mode multiple \
+      --nproc_per_node "$NPROC" --init_checkpoint "output/checkpoints/train/loratv2/$phase1/${phase1}_final.pth"
+  done
+  exit 0
+fi
 
 for cfg in "${CONFIGS[@]}"; do
   python tracking/train.py --script "$SCRIPT" --config "$cfg" --save_dir ./output --mode multiple --nproc_per_node "$NPROC"

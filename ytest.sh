@@ -22,8 +22,13 @@ RUN="--threads ${THREADS} --num_gpus ${NUM_GPUS} --device ${DEVICE} ${EXTRA}"
 # Table 6: large_224_{smam,convhead,ostrackhead}[_fft]
 # Table 9: base_224_dinov2[_fft] base_256_mae[_fft] base_256_clip[_fft]
 # Set VARIANTS="" to run only those.
+# LoRATv2 (experiments/loratv2/, trained by SCRIPT=loratv2 bash xtrain.sh): LoRATV2="p2_base_378 p2_large_378"
+# (phase-1 configs work too). Upstream's suite is LaSOT, TNL2K and VastTrack, one run each; LaSOT-ext (3 runs) and
+# GOT-10k test (the <config>_got10k model, 3 runs) are ours. The phase-2 final checkpoint is self-contained (it holds
+# the frozen phase-1 experts). Set VARIANTS="" to run only those.
 ABLATIONS=${ABLATIONS:-}
 TIMM=${TIMM:-}
+LORATV2=${LORATV2:-}
 for pair in $(for c in ${ABLATIONS}; do echo "lorat_ablation:$c"; done; for c in ${TIMM}; do echo "lorat_timm:$c"; done); do
   script=${pair%%:*}; cfg=${pair#*:}
   python tracking/test.py "${script}" "${cfg}" --dataset_name lasot ${RUN}
@@ -36,6 +41,21 @@ for pair in $(for c in ${ABLATIONS}; do echo "lorat_ablation:$c"; done; for c in
         --json "output/test/scores/${script}_${cfg}_${dataset}.json"
     done;;
   esac
+done
+
+for cfg in ${LORATV2}; do
+  for dataset in lasot tnl2k vasttrack; do
+    python tracking/test.py loratv2 "${cfg}" --dataset_name ${dataset} ${RUN}
+    python tracking/analysis_results.py --script loratv2 --config "${cfg}" --dataset ${dataset} \
+      --json "output/test/scores/loratv2_${cfg}_${dataset}.json"
+  done
+  for run in 0 1 2; do
+    python tracking/test.py loratv2 "${cfg}" --dataset_name lasot_extension_subset --runid ${run} ${RUN}
+    python tracking/test.py loratv2 "${cfg}_got10k" --dataset_name got10k_test --runid ${run} ${RUN}
+  done
+  python tracking/analysis_results.py --script loratv2 --config "${cfg}" --dataset lasot_extension_subset \
+    --run_ids 0 1 2 --json "output/test/scores/loratv2_${cfg}_lasot_extension_subset.json"
+  python tracking/pack_results.py --script loratv2 --config "${cfg}_got10k" --dataset got10k_test --run_ids 0 1 2
 done
 
 for cfg in ${VARIANTS}; do
