@@ -29,10 +29,11 @@ from lib.utils.io import atomic_write_text
 PRODUCER_FILE = "producer.json"
 # Fields that make two producers different; the others (weight file paths, code version, command) are only shown.
 # The GPU index is not recorded: cuda:0 and cuda:1 produce the same results.
-PRODUCER_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256", "device",
-                     "engine", "precision")
+PRODUCER_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256",
+                     "base_checkpoint_sha256", "device", "engine", "precision")
 # The subset naming the model (merging run ids of one model run on different devices is fine).
-MODEL_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256")
+MODEL_IDENTITY = ("tracker", "config_name", "config", "checkpoint_sha256", "backbone_weights_sha256",
+                  "base_checkpoint_sha256")
 
 
 class ResultsConflictError(RuntimeError):
@@ -201,6 +202,8 @@ def describe_producer(record: dict[str, Any] | None) -> str:
              f"checkpoint {_shown(record, 'checkpoint_sha256')}"]
     if record.get("backbone_weights"):
         parts.append(f"backbone {_shown(record, 'backbone_weights_sha256')}")
+    if record.get("base_checkpoint"):
+        parts.append(f"base checkpoint {_shown(record, 'base_checkpoint_sha256')}")
     if record.get("device"):
         engine = record.get("engine")
         parts.append(f"{record['device']} {record.get('precision')}"

@@ -7,7 +7,7 @@ finished ones. Before tracking, the results folder is claimed for the spec's pro
 a folder holding another producer's results is refused, never mixed.
 
 With `batch_sequences=N` (in-process only) N sequences are tracked in lockstep by a tracker with `track_batch`: one
-batched forward per step, a sequence joining as soon as another one ends. Each sequence's per-frame time is then
+batched forward per step, a sequence joining as soon as another one ends (the tracker's `release` is told first). Each sequence's per-frame time is then
 the step's time divided by the number of sequences in the step.
 """
 from __future__ import annotations
@@ -191,6 +191,10 @@ def track_lockstep(tracker: BatchTracker, sequences: list[Sequence], results_dir
         outcomes.append(outcome)
         report(outcome)
 
+    def end(slot: _Slot, outcome: SequenceOutcome) -> None:
+        tracker.release(slot.state)  # e.g. LoRATv2 frees the sequence's KV-cache slot for the next one
+        done(outcome)
+
     waiting, active = deque(sequences), []
     while waiting or active:
         while waiting and len(active) < batch_sequences:
@@ -201,7 +205,7 @@ def track_lockstep(tracker: BatchTracker, sequences: list[Sequence], results_dir
                 done(_error(seq))
                 continue
             if slot.frame == seq.num_frames:  # a one-frame sequence is finished at once and frees its place
-                done(_finish_slot(slot, results_dir))
+                end(slot, _finish_slot(slot, results_dir))
             else:
                 active.append(slot)
         stepping, images = [], []
@@ -210,7 +214,7 @@ def track_lockstep(tracker: BatchTracker, sequences: list[Sequence], results_dir
                 images.append(read_image(slot.seq.frames[slot.frame]))
                 stepping.append(slot)
             except Exception:
-                done(_error(slot.seq))
+                end(slot, _error(slot.seq))
         if not stepping:
             active = []
             continue
@@ -219,7 +223,7 @@ def track_lockstep(tracker: BatchTracker, sequences: list[Sequence], results_dir
             results = tracker.track_batch([s.state for s in stepping], images)
         except Exception:
             for slot in stepping:
-                done(_error(slot.seq))
+                end(slot, _error(slot.seq))
             active = []
             continue
         seconds = (time.perf_counter() - start) / len(stepping)
@@ -228,12 +232,12 @@ def track_lockstep(tracker: BatchTracker, sequences: list[Sequence], results_dir
             try:
                 slot.boxes[slot.frame] = _checked_box(box, slot.frame)
             except ValueError:
-                done(_error(slot.seq))
+                end(slot, _error(slot.seq))
                 continue
             slot.times[slot.frame] = seconds
             slot.frame += 1
             if slot.frame == slot.seq.num_frames:
-                done(_finish_slot(slot, results_dir))
+                end(slot, _finish_slot(slot, results_dir))
             else:
                 active.append(slot)
     return outcomes

@@ -13,7 +13,9 @@ record = producer_record(spec)  # what the results folder records about the run
 
 Trackers with learned weights (`TrackerKind.learned`) are the LoRAT family: their configs are
 `experiments/<script>/<config>.yaml`, their weights resolve and load through `lib.test.tracker.lorat`, and a new
-script (an ablation, a v2) reuses that tracker class by registering its name here with its own configs.
+script (an ablation) reuses that tracker class by registering its name here with its own configs. LoRATv2
+(`lib.test.tracker.loratv2`) has its own streaming tracker, the same weight resolution, and one more weight file:
+the phase-1 checkpoint an official phase-2 file builds on (`TrackerSpec.base_checkpoint`).
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import importlib
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -36,6 +38,9 @@ if TYPE_CHECKING:
     from lib.config import ExperimentConfig
 
 RANDOM_WEIGHTS = "random"
+# Engines that drive a model through its streaming calls (init / update / track with a KV cache) rather than one
+# exported forward: plain PyTorch in fp32 / test.amp, or the whole model cast to fp16 / bf16.
+STREAMING_ENGINES = ("eager", "fp16", "bf16")
 NO_WEIGHTS = "none (baseline without learned weights)"
 _HASH_CHUNK = 1 << 20
 
@@ -57,6 +62,9 @@ class BatchTracker(Tracker, Protocol):
     def track_batch(self, states: list[Any], images: list[np.ndarray]) -> list[tuple[np.ndarray, float]]:
         """Box `x, y, w, h` and confidence for the next frame of each state's sequence, in one step."""
 
+    def release(self, state: Any) -> None:
+        """The state's sequence has ended (finished or failed): free what the tracker holds for it."""
+
 
 @dataclass(frozen=True)
 class TrackerSpec:
@@ -64,7 +72,9 @@ class TrackerSpec:
 
     `checkpoint`: a weights file, `RANDOM_WEIGHTS`, or None for trackers without learned weights;
     `backbone_weights`: the pretrained backbone file the model is built on (None: none needed, or random);
-    `engine`: how the model runs (lib.models.engines.ENGINES; baselines have no model and take only "eager").
+    `engine`: how the model runs (lib.models.engines.ENGINES; baselines have no model and take only "eager");
+    `base_checkpoint`: the phase-1 file that an official LoRATv2 phase-2 checkpoint needs (it lacks the frozen
+    template and reference experts); None otherwise.
     """
 
     script: str
@@ -73,15 +83,20 @@ class TrackerSpec:
     backbone_weights: str | None = None
     device: str = "cpu"
     engine: str = "eager"
+    base_checkpoint: str | None = None
 
 
 @dataclass(frozen=True)
 class TrackerKind:
     """`builder` ("module:function", imported only when used) is called as `builder(cfg, spec)`; `cfg` is the
-    loaded `experiments/<script>/<config>.yaml` for learned trackers and None for baselines."""
+    loaded `experiments/<script>/<config>.yaml` for learned trackers and None for baselines. `engines`: the
+    engines the tracker can run (None: every one of lib.models.engines.ENGINES); `base_checkpoint`: whether its
+    weights may come in two files (`TrackerSpec.base_checkpoint`)."""
 
     builder: str
     learned: bool
+    engines: tuple[str, ...] | None = None
+    base_checkpoint: bool = False
 
 
 TRACKER_BUILDERS: MappingProxyType[str, TrackerKind] = MappingProxyType(
@@ -89,6 +104,8 @@ TRACKER_BUILDERS: MappingProxyType[str, TrackerKind] = MappingProxyType(
         "lorat": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
         "lorat_ablation": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
         "lorat_timm": TrackerKind("lib.test.tracker.lorat:build_tracker", learned=True),
+        "loratv2": TrackerKind("lib.test.tracker.loratv2:build_tracker", learned=True, engines=STREAMING_ENGINES,
+                               base_checkpoint=True),
         "static": TrackerKind("lib.test.tracker.baselines:build_static", learned=False),
         "opencv_mil": TrackerKind("lib.test.tracker.baselines:build_mil", learned=False),
     }
@@ -113,28 +130,35 @@ def _checked_kind(spec: TrackerSpec) -> TrackerKind:
         raise ValueError(f"the {spec.script} baseline has no weights; drop --checkpoint/--backbone_weights")
     if not kind.learned and spec.engine != "eager":
         raise ValueError(f"the {spec.script} baseline has no model to run with engine {spec.engine!r}; drop --engine")
+    if spec.base_checkpoint is not None and not kind.base_checkpoint:
+        raise ValueError(f"--base_checkpoint is for LoRATv2 phase-2 files only; {spec.script} loads its weights "
+                         f"from --checkpoint alone: drop --base_checkpoint")
     if kind.learned:
-        from lib.models.engines import engine_kind
+        from lib.models.engines import EngineError, engine_kind
 
         engine_kind(spec.engine)  # an unknown name is an error here, before any work
+        if kind.engines is not None and spec.engine not in kind.engines:
+            raise EngineError(f"{spec.script} runs its model step by step with a KV cache, which engine "
+                              f"{spec.engine!r} does not support; use one of {', '.join(kind.engines)}")
     return kind
 
 
 def resolve_spec(script: str, config: str, checkpoint: str | None = None, backbone_weights: str | None = None,
-                 device: str = "cpu", save_dir: str | Path | None = None, engine: str = "eager") -> TrackerSpec:
+                 device: str = "cpu", save_dir: str | Path | None = None, engine: str = "eager",
+                 base_checkpoint: str | None = None) -> TrackerSpec:
     """Fill in the weights a CLI leaves implicit, from the caller's paths only.
 
     Learned trackers without `checkpoint` use the trainer's output under `save_dir` (`<save_dir>/checkpoints/train/
     <script>/<config>/`); a checkpoint holding only LoRA/head weights gets the config's pretrained backbone file
-    unless `backbone_weights` names one. Baselines refuse weights.
+    unless `backbone_weights` names one. Baselines refuse weights; `base_checkpoint` is accepted only by trackers
+    registered with `base_checkpoint=True` (LoRATv2).
     """
-    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device, engine)
+    spec = TrackerSpec(script, config, checkpoint, backbone_weights, device, engine, base_checkpoint)
     if not _checked_kind(spec).learned:
         return spec
     from lib.test.tracker.lorat import resolve_weights
 
-    checkpoint, backbone_weights = resolve_weights(spec, _experiment(spec), save_dir)
-    return replace(spec, checkpoint=checkpoint, backbone_weights=backbone_weights)
+    return resolve_weights(spec, _experiment(spec), save_dir)
 
 
 def build_tracker(spec: TrackerSpec) -> Tracker:
@@ -158,6 +182,10 @@ def add_tracker_arguments(parser: argparse.ArgumentParser, checkpoint_required: 
                         help=f"tracker checkpoint file (e.g. <config>_final.pth), or {RANDOM_WEIGHTS!r}{default}")
     parser.add_argument("--backbone_weights", default=None,
                         help="backbone (e.g. DINOv2) weights file, for checkpoints that hold only LoRA/head weights")
+    parser.add_argument("--base_checkpoint", default=None,
+                        help="LoRATv2 only: the phase-1 checkpoint that an official phase-2 file (which lacks the "
+                             "frozen template and reference experts) builds on; not needed for this project's own "
+                             "phase-2 checkpoints, which are self-contained")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--engine", default="eager", choices=ENGINE_NAMES,
                         help="how the model runs (lib/models/engines.py); default: eager (fp32, or test.amp on CUDA)")
@@ -204,8 +232,8 @@ def producer_record(spec: TrackerSpec) -> dict[str, Any]:
     kind = tracker_kind(spec.script)
     record: dict[str, Any] = {"tracker": spec.script, "config_name": spec.config, "config": None,
                               "checkpoint": NO_WEIGHTS, "checkpoint_sha256": None, "backbone_weights": None,
-                              "backbone_weights_sha256": None, "device": None, "engine": None,
-                              "precision": None}
+                              "backbone_weights_sha256": None, "base_checkpoint": None,
+                              "base_checkpoint_sha256": None, "device": None, "engine": None, "precision": None}
     if kind.learned:
         from lib.models.engines import engine_precision
         from lib.test.tracker.lorat import inference_precision
@@ -214,7 +242,7 @@ def producer_record(spec: TrackerSpec) -> dict[str, Any]:
         device_type = spec.device.split(":")[0]
         record.update(config=cfg.to_dict(), checkpoint=spec.checkpoint, device=device_type, engine=spec.engine,
                       precision=engine_precision(spec.engine, inference_precision(cfg, device_type)))
-        for field in ("checkpoint", "backbone_weights"):
+        for field in ("checkpoint", "backbone_weights", "base_checkpoint"):
             value = getattr(spec, field)
             if value is not None and value != RANDOM_WEIGHTS:
                 record[field] = str(Path(value).resolve())

@@ -11,7 +11,8 @@ box, score = tracker.track(next_frame)  # (x, y, w, h) floats, confidence
 This project's exports (`{"format", "config", "model"}`, written by the trainer) and training checkpoints record
 the experiment config they were trained with; it names the script and config, and the tracker is built through the
 registry (`resolve_spec` -> `build_tracker`) exactly as `tracking/test.py` builds it. Files without a recorded
-config (official LoRAT releases) need `script=` and `config=`.
+config (official LoRAT / LoRATv2 releases) need `script=` and `config=`, e.g. `Tracker.from_checkpoint(
+"p2.safetensors", script="loratv2", config="p2_base_378", base_checkpoint="p1.safetensors")`.
 """
 from __future__ import annotations
 
@@ -58,8 +59,9 @@ class Tracker:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path, device: str = "cpu", engine: str = "eager",
                         backbone_weights: str | None = None, script: str | None = None,
-                        config: str | None = None) -> Tracker:
-        """Load `checkpoint` once; its recorded config names the script and config unless `script`/`config` do."""
+                        config: str | None = None, base_checkpoint: str | None = None) -> Tracker:
+        """Load `checkpoint` once; its recorded config names the script and config unless `script`/`config` do.
+        `base_checkpoint`: the phase-1 file an official LoRATv2 phase-2 release needs (script='loratv2')."""
         if (script is None) != (config is None):
             raise ValueError("give both script= and config= (e.g. script='lorat', config='base_224'), or neither")
         if script is None:
@@ -70,7 +72,7 @@ class Tracker:
             _check_same_settings(recorded, checkpoint)
             script, config = recorded.script, recorded.name
         spec = resolve_spec(script, config, checkpoint=str(checkpoint), backbone_weights=backbone_weights,
-                            device=device, engine=engine)
+                            device=device, engine=engine, base_checkpoint=base_checkpoint)
         return cls(build_tracker(spec), spec)
 
     def initialize(self, frame: np.ndarray, box_xywh: tuple[float, float, float, float] | np.ndarray) -> None:

@@ -14,7 +14,7 @@ A checkpoint of `"random"` runs with random weights (smoke tests and speed bench
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +169,9 @@ class LoRATTracker:
         """Start (or restart) the single-sequence loop."""
         self._target = self.start(image, box_xywh)
 
+    def release(self, target: Target) -> None:
+        """Nothing to free: a target holds only its own tensors."""
+
     def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """Box ``x, y, w, h`` (clipped to the frame) and the unpenalised score of the chosen cell."""
         if self._target is None:
@@ -223,37 +226,49 @@ def checkpoint_needs_backbone(path: str | Path) -> bool:
     return not any(canonical_key(k).startswith("blocks.") and ".lora" not in canonical_key(k) for k in state)
 
 
-def resolve_weights(spec: TrackerSpec, cfg: ExperimentConfig,
-                    save_dir: str | Path | None) -> tuple[str, str | None]:
-    """(checkpoint, backbone weights) as absolute paths, filled in where `spec` leaves them None.
+def _absolute(path: str | Path | None) -> str | None:
+    return None if path is None else str(Path(path).resolve())
+
+
+def resolve_weights(spec: TrackerSpec, cfg: ExperimentConfig, save_dir: str | Path | None) -> TrackerSpec:
+    """`spec` with its checkpoint, backbone weights and base checkpoint as absolute paths, filled in where `spec`
+    leaves them None.
 
     No checkpoint: the run's output under `save_dir` (see `default_checkpoint`). A LoRA-only checkpoint (official
-    releases) without backbone weights: the config's pretrained DINOv2 file `pretrained/<Meta file>`.
+    releases) without backbone weights: the config's pretrained DINOv2 file `pretrained/<Meta file>`. The base
+    checkpoint (LoRATv2 phase 2) is never guessed: only a file the caller names is used, and it must exist.
     """
-    checkpoint, backbone = spec.checkpoint, spec.backbone_weights
+    checkpoint, backbone, base = spec.checkpoint, spec.backbone_weights, spec.base_checkpoint
     if checkpoint is None:
         if save_dir is None:
             raise ValueError(f"{spec.script}/{spec.config}: no checkpoint given and no save_dir to look for the "
                              f"trained one in; pass --checkpoint")
         checkpoint = default_checkpoint(RunPaths.for_run(save_dir, spec.script, spec.config), spec.config)
-    if checkpoint == RANDOM_WEIGHTS:
-        return checkpoint, None if backbone is None else str(Path(backbone).resolve())
-    if not Path(checkpoint).is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    if backbone is None and checkpoint_needs_backbone(checkpoint):
-        backbone = default_backbone_weights(cfg)
-    return str(Path(checkpoint).resolve()), None if backbone is None else str(Path(backbone).resolve())
+    if base is not None and checkpoint == RANDOM_WEIGHTS:
+        raise ValueError(f"--base_checkpoint {base} with --checkpoint {RANDOM_WEIGHTS}: random weights load no "
+                         f"files; drop one of them")
+    if base is not None and not Path(base).is_file():
+        raise FileNotFoundError(f"base checkpoint {base} does not exist (--base_checkpoint: the phase-1 file)")
+    if checkpoint != RANDOM_WEIGHTS:
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
+        if backbone is None and checkpoint_needs_backbone(checkpoint):
+            backbone = default_backbone_weights(cfg)
+        checkpoint = _absolute(checkpoint)
+    return replace(spec, checkpoint=checkpoint, backbone_weights=_absolute(backbone), base_checkpoint=_absolute(base))
 
 
 def build_inference_model(cfg: ExperimentConfig, spec: TrackerSpec) -> nn.Module:
     """Merged inference model of `cfg` (on the CPU) with exactly the weights named in `spec` (resolved).
 
-    The model is built on `spec.backbone_weights` (if any) and the checkpoint loaded on top; a checkpoint that
-    leaves model weights unfilled without a backbone file is an error of `load_checkpoint`.
+    The model is built on `spec.backbone_weights` (if any) and the checkpoint loaded on top (with
+    `spec.base_checkpoint` under it for LoRATv2 phase 2); a checkpoint that leaves model weights unfilled without a
+    backbone file is an error of `load_checkpoint`.
     """
     model = build_model(cfg, training=False, backbone_weights=spec.backbone_weights)
     if spec.checkpoint != RANDOM_WEIGHTS:
-        load_checkpoint(model, spec.checkpoint, backbone_weights=spec.backbone_weights)
+        load_checkpoint(model, spec.checkpoint, backbone_weights=spec.backbone_weights,
+                        base_checkpoint=spec.base_checkpoint)
     return model
 
 
