@@ -115,12 +115,30 @@ def _inputs(cfg, n: int = 2, seed: int = 0):
             torch.randint(0, 2, (n, f, f), generator=g))
 
 
-def test_phase1_then_phase2_then_tracking_with_the_phase2_checkpoint_alone(tmp_path, env_file, one_thread):
-    common = ["--script", "loratv2", "--save_dir", str(tmp_path), "--env_file", str(env_file), "--cpu"]
-    assert run_training.main([*common, "--config", "demo_p1", "--set", *FAST]) == 0
-    p1 = RunPaths.for_run(tmp_path, "loratv2", "demo_p1")
-    assert run_training.main([*common, "--config", "demo_p2", "--init_checkpoint", str(p1.final_export("demo_p1")),
-                              "--set", *FAST]) == 0
+@pytest.fixture(scope="module")
+def phase1(tmp_path_factory, env_file) -> RunPaths:
+    """A demo phase-1 run (one epoch of 8 samples), in this process."""
+    save_dir = tmp_path_factory.mktemp("loratv2_p1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the one_thread fixture: tiny models run faster so on shared cores
+    try:
+        assert run_training.main(["--script", "loratv2", "--config", "demo_p1", "--save_dir", str(save_dir),
+                                  "--env_file", str(env_file), "--cpu", "--set", *FAST]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    return RunPaths.for_run(save_dir, "loratv2", "demo_p1")
+
+
+def _phase2(save_dir: Path, env_file: Path, phase1: RunPaths, extra: tuple[str, ...] = ()) -> int:
+    return run_training.main(["--script", "loratv2", "--config", "demo_p2", "--save_dir", str(save_dir),
+                              "--env_file", str(env_file), "--cpu", "--init_checkpoint",
+                              str(phase1.final_export("demo_p1")), "--set", *FAST, *extra])
+
+
+def test_phase1_then_phase2_then_tracking_with_the_phase2_checkpoint_alone(tmp_path, env_file, one_thread, phase1):
+    p1 = phase1
+    assert "initial weights" not in p1.log_file.read_text()  # phase 1 starts from the backbone alone
+    assert _phase2(tmp_path, env_file, p1) == 0
     p2 = RunPaths.for_run(tmp_path, "loratv2", "demo_p2")
     assert "initial weights:" in p2.log_file.read_text()
 
@@ -154,7 +172,37 @@ def test_phase1_then_phase2_then_tracking_with_the_phase2_checkpoint_alone(tmp_p
     assert torch.allclose(a["score_map"], b["score_map"], atol=1e-5)
     assert torch.allclose(a["boxes"], b["boxes"], atol=1e-5)
 
+    # the official release files of the two phases (upstream's layout) give the same model
+    official = build_model(cfg, training=True)
+    load_checkpoint(official, p2.official_export("demo_p2"), base_checkpoint=p1.official_export("demo_p1"))
+    with torch.no_grad():
+        c = official.eval()(*inputs)
+    assert torch.allclose(a["score_map"], c["score_map"], atol=1e-5)
+    assert torch.allclose(a["boxes"], c["boxes"], atol=1e-5)
+
     _track_and_score(p2.final_export("demo_p2"))
+
+
+def test_phase2_resumes_on_its_phase1_base_to_the_same_weights(tmp_path, env_file, one_thread, phase1, monkeypatch):
+    two_epochs = ("train.epochs=2", "train.save_every=1")
+    assert _phase2(tmp_path / "full", env_file, phase1, two_epochs) == 0
+    original = Trainer.train_epoch
+
+    def killed_in_second_epoch(self, epoch):
+        if epoch == 1:
+            raise KeyboardInterrupt("simulated kill")
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        _phase2(tmp_path / "killed", env_file, phase1, two_epochs)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert _phase2(tmp_path / "killed", env_file, phase1, two_epochs) == 0
+    resumed = RunPaths.for_run(tmp_path / "killed", "loratv2", "demo_p2")
+    assert "resumed from" in resumed.log_file.read_text()
+    a = torch.load(RunPaths.for_run(tmp_path / "full", "loratv2", "demo_p2").checkpoint(2), weights_only=True)["model"]
+    b = torch.load(resumed.checkpoint(2), weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _track_and_score(checkpoint: Path) -> None:

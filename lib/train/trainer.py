@@ -28,6 +28,7 @@ from tqdm import tqdm
 from lib.config import ExperimentConfig
 from lib.models import export_inference_checkpoint, merge_for_inference, trainable_state_dict
 from lib.models.checkpoint import save_official_checkpoint
+from lib.models.loratv2_checkpoint import save_official_checkpoint as save_loratv2_official_checkpoint
 from lib.train.actor import build_actor
 from lib.train.data.pairs import TrainingPairs
 from lib.train.data.processing import collate
@@ -302,9 +303,16 @@ def write_lorat_release(model: nn.Module, cfg: ExperimentConfig, path: Path) -> 
                                  swiglu=cfg.model.backbone == "dinov2_vitg14")
 
 
+def write_loratv2_release(model: nn.Module, cfg: ExperimentConfig, path: Path) -> None:
+    """LoRATv2: upstream's file of the phase, its trainable tensors only (a phase-2 file loads with the phase-1 file
+    as `base_checkpoint`; the merged export needs nothing else)."""
+    save_loratv2_official_checkpoint(model, path)
+
+
 # Experiment script -> writer of its official release layout next to the merged export (none: merged export only).
 RELEASE_WRITERS: MappingProxyType[str, Callable[[nn.Module, ExperimentConfig, Path], None]] = MappingProxyType(
-    {"lorat": write_lorat_release, "lorat_ablation": write_lorat_release, "lorat_timm": write_lorat_release})
+    {"lorat": write_lorat_release, "lorat_ablation": write_lorat_release, "lorat_timm": write_lorat_release,
+     "loratv2": write_loratv2_release})
 
 
 def _free_name(path: Path) -> Path:
