@@ -68,10 +68,10 @@ class Latency:
     fps: float  # frames (batch items) per second
 
 
-def measure_latency(model: nn.Module, inputs: tuple[torch.Tensor, ...], precision: str = "fp32",
+def measure_latency(model: Callable[..., object], inputs: tuple[torch.Tensor, ...], precision: str = "fp32",
                     warmup: int = 10, runs: int = 100) -> Latency:
-    """Forward time under `torch.inference_mode` (and autocast for fp16/bf16, see lib.utils.precision): CUDA events
-    on GPU, wall clock on CPU."""
+    """Time of `model(*inputs)` (a module, an engine or any call) under `torch.inference_mode` (and autocast for
+    fp16/bf16, see lib.utils.precision): CUDA events on GPU, wall clock on CPU."""
     device = inputs[0].device
     times: list[float] = []
     with torch.inference_mode(), autocast(device.type, precision):
