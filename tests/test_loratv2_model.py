@@ -424,6 +424,9 @@ def test_phase1_file_into_merged_build(trained, backbone_file):
     weights = {k: v.clone() for k, v in model.state_dict().items()}
     load_checkpoint(model, trained["p1_file"], backbone_weights=path)  # again: not additive
     assert all(torch.equal(weights[k], v) for k, v in model.state_dict().items())
+    half = build_model(cfg, training=False).to(torch.bfloat16)  # merged in float32, then cast
+    load_checkpoint(half, trained["p1_file"], backbone_weights=path)
+    assert all(torch.equal(weights[k].to(torch.bfloat16), v) for k, v in half.state_dict().items())
 
 
 def test_phase2_training_from_phase1_file(trained):

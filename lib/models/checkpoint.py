@@ -174,7 +174,7 @@ def _file_scaling(extras: dict[str, object], lora: dict[str, torch.Tensor]) -> f
     return lora_scaling(float(extras["lora_alpha"]), rank, bool(extras.get("use_rslora")))
 
 
-def _natural(key: str) -> list[object]:
+def natural_order(key: str) -> list[object]:
     """Sort key that puts blocks.2 before blocks.10."""
     return [int(part) if part.isdigit() else part for part in key.split(".")]
 
@@ -182,7 +182,7 @@ def _natural(key: str) -> list[object]:
 def describe_keys(keys: set[str] | list[str], shown: int = 4) -> str:
     """Keys grouped by block (or top-level member), sorted, with at most `shown` names per group."""
     groups: dict[str, list[str]] = {}
-    for key in sorted(keys, key=_natural):
+    for key in sorted(keys, key=natural_order):
         parts = key.split(".")
         groups.setdefault(".".join(parts[:2]) if parts[0] == "blocks" else parts[0], []).append(key)
     described = []
@@ -226,7 +226,7 @@ def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path
         unknown += [k for k in lora if f"{_LORA_KEY.match(k)['module']}.weight" not in by_canonical]
     if unknown:
         raise CheckpointError(f"{path}: keys the model does not have (wrong variant or not a LoRAT checkpoint): "
-                              f"{sorted(unknown, key=_natural)}")
+                              f"{sorted(unknown, key=natural_order)}")
     shapes = {**{k: tuple(target[by_canonical[k]].shape) for k in plain},
               **({k: tuple(target[k].shape) for k in lora} if has_adapters else {})}
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {s}" for k, s in shapes.items() if tuple(state[k].shape) != s]
@@ -244,7 +244,7 @@ def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path
                               f"load_checkpoint(..., backbone_weights=...)")
 
     from_file = {by_canonical[k] for k in plain} | (set(lora) if has_adapters else set())
-    initialised = sorted(model_adapters, key=_natural) if has_adapters and not lora else []
+    initialised = sorted(model_adapters, key=natural_order) if has_adapters and not lora else []
     from_backbone = (model.backbone_state_keys() - from_file) if backbone_weights is not None else set()
     missing = set(target) - from_file - from_backbone - set(initialised)
     if missing:
@@ -271,9 +271,9 @@ def load_checkpoint(model: LoRAT, path: str | Path, backbone_weights: str | Path
                 raise CheckpointError(f"{path}: {key} {tuple(scale.shape)} does not fit {m['module']}: {e}") from e
             folded.append(m["module"])
     sources = {**{k: str(backbone_weights) for k in from_backbone}, **{k: str(path) for k in from_file}}
-    return LoadReport(str(path), dict(sorted(sources.items(), key=lambda kv: _natural(kv[0]))),
+    return LoadReport(str(path), dict(sorted(sources.items(), key=lambda kv: natural_order(kv[0]))),
                       loaded=list(plain) + (list(lora) if has_adapters else []), merged_lora=merged,
-                      initialised=initialised, lora_scaling=scaling, folded_ia3=sorted(folded, key=_natural))
+                      initialised=initialised, lora_scaling=scaling, folded_ia3=sorted(folded, key=natural_order))
 
 
 def _merge_into(target: dict[str, torch.Tensor], by_canonical: dict[str, str], lora: dict[str, torch.Tensor],
@@ -284,7 +284,7 @@ def _merge_into(target: dict[str, torch.Tensor], by_canonical: dict[str, str], l
         m = _LORA_KEY.match(key)
         pairs.setdefault((m["module"], _SLOT_OF_ADAPTER[m["adapter"]]), {})[m["m"]] = value
     merged = []
-    for (module, slot), ab in sorted(pairs.items(), key=lambda kv: (_natural(kv[0][0]), kv[0][1] or "")):
+    for (module, slot), ab in sorted(pairs.items(), key=lambda kv: (natural_order(kv[0][0]), kv[0][1] or "")):
         if set(ab) != {"A", "B"}:
             raise CheckpointError(f"{path}: {module}: LoRA pair incomplete (has only {sorted(ab)})")
         weight = target[by_canonical[f"{module}.weight"]]

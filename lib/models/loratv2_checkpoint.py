@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from lib.models.backbone import backbone_state_dict, create_vit
-from lib.models.checkpoint import CheckpointError, LoadReport, _natural, describe_keys, read_state_dict
+from lib.models.checkpoint import CheckpointError, LoadReport, natural_order, describe_keys, read_state_dict
 from lib.models.lora import QKV_SLOTS, adapter_name, lora_delta, lora_scaling, merged_weight
 from lib.models.loratv2 import EXPERT_ROLES, LoRATv2
 
@@ -123,15 +123,19 @@ def load_loratv2_checkpoint(model: LoRATv2, path: str | Path, backbone_weights: 
     # the frozen pretrained linears under LoRA experts: never from a checkpoint (it would hold merged weights)
     lora_bases = {k for k in target if (m := _EXPERT_PARAM.match(k)) and int(m["expert"]) in lora_experts}
 
-    copied, pairs, unknown = {}, {}, []
+    copied: dict[str, torch.Tensor] = {}
+    pairs: dict[tuple[str, str], dict[str, torch.Tensor]] = {}  # (plain expert weight, q/k/v slot or "") -> A, B
+    pair_origin: dict[str, str] = {}  # plain expert weight -> the file its LoRA came from
+    unknown = []
     for key, value in state.items():
         m = _ADAPTER_KEY.match(key)
+        weight_key = f"blocks.{m['block']}.{m['role']}.{m['expert']}.weight" if m else ""
         if key in target and key not in lora_bases:
             copied[key] = value
-        elif m and f"blocks.{m['block']}.{m['role']}.{m['expert']}.weight" in plain_weights \
-                and (m["role"] == "attn.qkv") == (m["adapter"] != adapter_name(None)):  # qkv: per-slot adapters
-            slot = m["adapter"].removeprefix(adapter_name(None)).lstrip("_")
-            pairs.setdefault((f"blocks.{m['block']}.{m['role']}.{m['expert']}.weight", slot), {})[m["m"]] = value
+        elif weight_key in plain_weights and (m["role"] == "attn.qkv") == (m["adapter"] != adapter_name(None)):
+            slot = m["adapter"].removeprefix(adapter_name(None)).lstrip("_")  # qkv: one adapter per slot
+            pairs.setdefault((weight_key, slot), {})[m["m"]] = value
+            pair_origin[weight_key] = origin[key]
         else:
             unknown.append(key)
     if unknown:
@@ -143,7 +147,7 @@ def load_loratv2_checkpoint(model: LoRATv2, path: str | Path, backbone_weights: 
     if wrong:
         raise CheckpointError(f"{path}: shape mismatches (another size variant or crop size?): {wrong}")
 
-    filled = set(copied) | {weight for weight, _ in pairs}
+    filled = set(copied) | set(pair_origin)
     pretrained = _pretrained(model, backbone_weights)
     derived = {k for k in target if k not in filled and k not in plain_weights and backbone_key(k) is not None}
     from_backbone = derived if pretrained is not None else set()
@@ -154,48 +158,58 @@ def load_loratv2_checkpoint(model: LoRATv2, path: str | Path, backbone_weights: 
     missing = set(target) - filled - from_backbone - kept - initialised
     if missing:
         raise CheckpointError(_missing_message(path, missing, present, pretrained is None))
+    merged = _merged_experts(path, target, pairs, pretrained, lora_experts)  # checked before anything changes
 
-    merged: dict[str, str] = {}
     with torch.no_grad():
         for key in from_backbone:
             target[key].copy_(pretrained[backbone_key(key)])
-        for key, value in copied.items():
+        for key, value in {**copied, **merged}.items():
             target[key].copy_(value)
-        for (weight_key, slot), ab in sorted(pairs.items()):
-            if set(ab) != {"A", "B"}:
-                raise CheckpointError(f"{path}: {weight_key} {slot}: LoRA pair incomplete (has only {sorted(ab)})")
-            base = _base_weight(target, pretrained, weight_key, lora_experts)
-            rows = slice(None)
-            if slot:  # the slot's rows of the fused [q; k; v] weight
-                dim = base.shape[0] // len(QKV_SLOTS)
-                rows = slice(QKV_SLOTS.index(slot) * dim, (QKV_SLOTS.index(slot) + 1) * dim)
-            try:  # LoRATv2 requires alpha == r (lib.models.loratv2.check_config): scaling 1
-                target[weight_key][rows] = merged_weight(base[rows], lora_delta(ab["A"], ab["B"], 1.0))
-            except (ValueError, RuntimeError) as e:
-                raise CheckpointError(f"{path}: {weight_key}{' ' + slot if slot else ''}: {e}") from e
-            prefix = weight_key.removesuffix("weight")
-            merged[weight_key.removesuffix(".weight") + (f".{slot}" if slot else "")] = \
-                origin[next(k for k in state if k.startswith(prefix))]
     by_model_key = {canonical_key(k): k for k in model.state_dict()}
     sources = {**dict.fromkeys(kept, BUILD), **dict.fromkeys(from_backbone, str(backbone_weights)),
-               **{k: origin[k] for k in copied},
-               **{weight: merged[weight.removesuffix(".weight") + (f".{slot}" if slot else "")]
-                  for weight, slot in pairs}}
-    return LoadReport(str(path), {by_model_key[k]: sources[k] for k in sorted(sources, key=_natural)},
-                      loaded=sorted(copied, key=_natural), merged_lora=sorted(merged, key=_natural),
-                      initialised=sorted((by_model_key[k] for k in initialised), key=_natural),
-                      lora_scaling=1.0 if merged else None)
+               **{k: origin[k] for k in copied}, **pair_origin}
+    return LoadReport(str(path), {by_model_key[k]: sources[k] for k in sorted(sources, key=natural_order)},
+                      loaded=sorted(copied, key=natural_order),
+                      merged_lora=sorted((w.removesuffix(".weight") + (f".{s}" if s else "") for w, s in pairs),
+                                         key=natural_order),
+                      initialised=sorted((by_model_key[k] for k in initialised), key=natural_order),
+                      lora_scaling=1.0 if pairs else None)
+
+
+def _merged_experts(path: str | Path, target: dict[str, torch.Tensor], pairs: dict[tuple[str, str], dict],
+                    pretrained: dict[str, torch.Tensor] | None,
+                    lora_experts: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    """`W_pretrained + B A` (float32, cast to the model's dtype) for every plain expert weight with LoRA pairs in the
+    file; q/k/v pairs update their rows of the fused weight. Scaling 1: LoRATv2 requires alpha == r."""
+    merged: dict[str, torch.Tensor] = {}
+    for (weight_key, slot), ab in sorted(pairs.items()):
+        if set(ab) != {"A", "B"}:
+            raise CheckpointError(f"{path}: {weight_key} {slot}: LoRA pair incomplete (has only {sorted(ab)})")
+        if weight_key not in merged:
+            merged[weight_key] = _base_weight(target, pretrained, weight_key, lora_experts).to(
+                target[weight_key].dtype, copy=True)
+        weight = merged[weight_key]
+        rows = slice(None)
+        if slot:  # the slot's rows of the fused [q; k; v] weight
+            dim = weight.shape[0] // len(QKV_SLOTS)
+            rows = slice(QKV_SLOTS.index(slot) * dim, (QKV_SLOTS.index(slot) + 1) * dim)
+        base = _base_weight(target, pretrained, weight_key, lora_experts)[rows]
+        try:
+            weight[rows] = merged_weight(base, lora_delta(ab["A"], ab["B"], 1.0))
+        except ValueError as e:
+            raise CheckpointError(f"{path}: {weight_key}{' ' + slot if slot else ''}: {e}") from e
+    return merged
 
 
 def _base_weight(target: dict[str, torch.Tensor], pretrained: dict[str, torch.Tensor] | None, weight_key: str,
                  lora_experts: tuple[int, ...]) -> torch.Tensor:
-    """The pretrained weight a plain expert's LoRA is merged onto: the backbone file's, or the frozen base of a
-    LoRA expert of the same block linear (training models hold it)."""
+    """The pretrained weight a plain expert's LoRA is merged onto (on the CPU, where files are read): the backbone
+    file's, or the frozen base of a LoRA expert of the same block linear (training models hold it)."""
     if pretrained is not None:
         return pretrained[backbone_key(weight_key)]
     if lora_experts:
         m = _EXPERT_PARAM.match(weight_key)
-        return target[f"blocks.{m['block']}.{m['role']}.{lora_experts[0]}.weight"]
+        return target[f"blocks.{m['block']}.{m['role']}.{lora_experts[0]}.weight"].detach().cpu()
     raise CheckpointError(f"merging LoRA into {weight_key} needs the pretrained weights it was trained on: pass the "
                           f"backbone file as backbone_weights=... (the one given to build_model)")
 
