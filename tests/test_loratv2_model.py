@@ -534,3 +534,10 @@ def test_profile_script_reports_every_action(run_cli):
     for line in ("trainable:", "MACs init:", "MACs update_0:", "MACs track_1:", "latency of track_1"):
         assert line in result.stdout
     assert "MACs track_1:                    0.26 G" in result.stdout  # 261,724,608 (test above)
+
+
+def test_builds_are_reproducible_under_the_seed():
+    a, b = build_model(demo(2), training=True), build_model(demo(2), training=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    other = build_model(apply_overrides(demo(2), ["train.seed=7"]), training=True)
+    assert not torch.equal(other.heads[1].cls_mlp.layers[0].weight, a.heads[1].cls_mlp.layers[0].weight)

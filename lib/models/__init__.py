@@ -1,4 +1,6 @@
-"""Stable model API: `build_model`, `load_checkpoint`, `export_inference_checkpoint`.
+"""Stable model API: `build_model`, `load_checkpoint`, `export_inference_checkpoint`, for both model families
+(`MODEL_BUILDERS`, by experiment script): LoRAT (lib/models/lorat.py) and LoRATv2 (lib/models/loratv2.py, with its
+KV-cache streaming API; docs/loratv2.md).
 
 ```python
 cfg = load_experiment("lorat", "base_224")
@@ -162,7 +164,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {**state, **buffers}
 
 
-def export_inference_checkpoint(model: LoRAT, cfg: ExperimentConfig, path: str | Path) -> Path:
+def export_inference_checkpoint(model: LoRAT | LoRATv2, cfg: ExperimentConfig, path: str | Path) -> Path:
     """Write one self-contained file (merged weights + config) that `load_checkpoint` reads into a plain model."""
     from lib.utils.io import atomic_torch_save
 

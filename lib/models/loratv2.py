@@ -163,8 +163,9 @@ class LoRATv2(nn.Module):
             raise ValueError(f"one trainable flag per chunk expected ({1 + len(search_sizes)}), got {trainable}")
         if any(trainable) and lora is None:
             raise ValueError("LoRA-trainable experts need a LoRA config (model.lora)")
-        if vit.cls_token is None or vit.reg_token is None or not vit.no_embed_class:
-            raise ValueError("LoRATv2 needs a timm ViT with register tokens and no_embed_class (a *_reg4_dinov2)")
+        if vit.reg_token is None or not vit.no_embed_class or not isinstance(vit.norm_pre, nn.Identity):
+            raise ValueError("LoRATv2 needs a timm ViT with register tokens, no_embed_class and no pre-norm (a "
+                             "*_reg4_dinov2)")
         self.patch_size = vit.patch_embed.patch_size[0]
         self.grid = vit.patch_embed.grid_size
         self.embed_dim = vit.embed_dim
@@ -200,8 +201,8 @@ class LoRATv2(nn.Module):
     def _trained_with(self, expert: int) -> list[nn.Module | nn.Parameter]:
         """What trains when expert `expert` does: its LoRA adapters in every block, and the template's token types
         (expert 0) or the stream's token type and head (expert i + 1 = search stream i)."""
-        adapters = [m for block in self.blocks for role in EXPERT_ROLES for m in block.get_submodule(role)[expert]
-                    .modules() if isinstance(m, LoRA)]
+        experts = [block.get_submodule(role)[expert] for block in self.blocks for role in EXPERT_ROLES]
+        adapters = [m for expert_module in experts for m in expert_module.modules() if isinstance(m, LoRA)]
         if expert == 0:
             return [*adapters, self.template_token_type_embed]
         return [*adapters, self.search_region_token_type_embed[expert - 1], self.heads[expert - 1]]
