@@ -450,7 +450,10 @@ def test_official_phase2_release_with_its_phase1_file(tmp_path):
     frames, gt, _ = SEQUENCE
     api = Tracker.from_checkpoint(p2_file, script="loratv2", config="demo_p2", backbone_weights=str(backbone),
                                   base_checkpoint=p1_file)
-    export = export_inference_checkpoint(tracker.model, DEMO_P2, tmp_path / "demo_p2_final.pth")
+    final = tmp_path / "save" / "checkpoints" / "train" / "loratv2" / "demo_p2" / "demo_p2_final.pth"
+    final.parent.mkdir(parents=True)
+    export = export_inference_checkpoint(tracker.model, DEMO_P2, final)
+    assert resolve_spec("loratv2", "demo_p2", save_dir=tmp_path / "save").checkpoint == str(final.resolve())
     exported = Tracker.from_checkpoint(export)
     assert exported.spec.base_checkpoint is None and exported.spec.backbone_weights is None
     api.initialize(frames[0], gt[0])
