@@ -7,9 +7,9 @@ seed makes an epoch's samples identical whatever the number of processes (a 2-GP
 model input from it (`lib/train/data/sampler.py`: the pair itself for one search stream, LoRATv2 phase 2 adds a
 template frame), the frames are read (each distinct frame once) and `processing(images, boxes_xyxy, rng)` builds
 the sample, lists in model order (template first). When processing rejects the crop (returns None) a replacement
-pair is drawn with the same generator, as upstream. An unreadable frame is
-logged with its location, counted, and replaced the same way; if more than `max_failure_rate` of the pairs
-this process has drawn fail (checked after `min_draws_for_failure_check` draws), an error stops training.
+pair is drawn with the same generator, as upstream. An unreadable frame is logged with its location, counted, and
+replaced the same way; if more than `max_failure_rate` of the pairs this process has drawn fail (checked after
+`min_draws_for_failure_check` draws), an error stops training.
 
 Call `set_epoch(epoch)` before creating each epoch's DataLoader iterator (workers copy the dataset when the
 iterator starts, so do not use persistent_workers).
