@@ -148,16 +148,16 @@ def load_loratv2_checkpoint(model: LoRATv2, path: str | Path, backbone_weights: 
         raise CheckpointError(f"{path}: shape mismatches (another size variant or crop size?): {wrong}")
 
     filled = set(copied) | set(pair_origin)
-    pretrained = _pretrained(model, backbone_weights)
     derived = {k for k in target if k not in filled and k not in plain_weights and backbone_key(k) is not None}
-    from_backbone = derived if pretrained is not None else set()
-    kept = derived if pretrained is None and lora_experts else set()
+    from_backbone = derived if backbone_weights is not None else set()
+    kept = derived if backbone_weights is None and lora_experts else set()
     present = {expert_of(k) for k in state} - {None}
     initialised = {k for k in target if k not in filled and backbone_key(k) is None
                    and expert_of(k) in set(lora_experts) - present}
     missing = set(target) - filled - from_backbone - kept - initialised
     if missing:
-        raise CheckpointError(_missing_message(path, missing, present, pretrained is None))
+        raise CheckpointError(_missing_message(path, missing, present, backbone_weights is None))
+    pretrained = _pretrained(model, backbone_weights) if from_backbone or pairs else None
     merged = _merged_experts(path, target, pairs, pretrained, lora_experts)  # checked before anything changes
 
     with torch.no_grad():
