@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import shlex
 from typing import Callable
 
 import numpy as np
@@ -28,7 +29,9 @@ from lib.test.evaluation.datasets import get_dataset
 from lib.test.evaluation.results import (producer_differences, read_producer, read_sequence_boxes,
                                          tracker_results_dir)
 from lib.test.evaluation.running import run_dataset, track_lockstep
-from lib.test.tracker import TrackerSpec, add_tracker_arguments, build_tracker, producer_record, resolve_spec
+from lib.test.integrations.vot_workspace import tracker_command
+from lib.test.tracker import (TrackerSpec, add_tracker_arguments, build_tracker, producer_record, resolve_spec,
+                                spec_arguments, spec_from_args)
 from lib.test.tracker.api import Tracker
 from lib.test.tracker.loratv2 import LoRATv2Tracker, kv_cache_bytes
 from lib.utils import boxes as box_ops
@@ -416,9 +419,17 @@ def test_base_checkpoint_is_recorded_and_only_for_loratv2(tmp_path):
     with pytest.raises(FileNotFoundError, match="base checkpoint"):
         resolve_spec("loratv2", "demo_p2", checkpoint=checkpoint, base_checkpoint=str(tmp_path / "missing.pth"))
     parser = argparse.ArgumentParser()
+    parser.add_argument("--script")
+    parser.add_argument("--config")
     add_tracker_arguments(parser)
-    args = parser.parse_args(["--checkpoint", checkpoint, "--base_checkpoint", base])
-    assert args.base_checkpoint == base and "phase-1" in parser.format_help()
+    args = parser.parse_args(["--script", "loratv2", "--config", "demo_p2", "--checkpoint", checkpoint,
+                              "--base_checkpoint", base])
+    assert "phase-1" in parser.format_help()
+    assert spec_from_args(args) == spec  # every option a tool shows reaches the spec
+    # ... and a tracker started in another process (the VOT toolkit's command) gets the same spec back
+    command = shlex.split(tracker_command(spec))
+    assert command[command.index("--base_checkpoint") + 1] == spec.base_checkpoint
+    assert spec_from_args(parser.parse_args(spec_arguments(spec))) == spec
 
 
 def test_official_phase2_release_with_its_phase1_file(tmp_path):

@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from lib.test.tracker import add_tracker_arguments, build_tracker, resolve_spec
+from lib.test.tracker import add_tracker_arguments, build_tracker, spec_from_args
 from lib.utils.image import read_image
 
 
@@ -31,8 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> None:
     import trax  # the TraX server side (PyPI vot-trax), needed only here
 
-    spec = resolve_spec(args.script, args.config, checkpoint=args.checkpoint, backbone_weights=args.backbone_weights,
-                        device=args.device, engine=args.engine)
+    spec = spec_from_args(args)
     tracker = build_tracker(spec)
     with trax.Server([trax.Region.RECTANGLE], [trax.Image.PATH], ["color"],
                      tracker_name=f"{spec.script}_{spec.config}", tracker_family="LoRAT") as server:

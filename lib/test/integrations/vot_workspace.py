@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lib.test.tracker import TrackerSpec
+from lib.test.tracker import TrackerSpec, spec_arguments
 from lib.utils.io import atomic_write_text
 
 TOOLKIT_PINS = ("vot-toolkit==0.9.0", "attributee==0.1.9")
@@ -24,11 +24,7 @@ TRAX_TIMEOUT_S = 300
 
 def tracker_command(spec: TrackerSpec) -> str:
     """The command the toolkit starts: this Python running our TraX server with exactly the files of `spec`."""
-    args = [sys.executable, "-m", "lib.test.integrations.vot_trax", "--script", spec.script, "--config", spec.config,
-            "--checkpoint", str(spec.checkpoint), "--engine", spec.engine, "--device", spec.device]
-    if spec.backbone_weights is not None:
-        args += ["--backbone_weights", spec.backbone_weights]
-    return shlex.join(args)
+    return shlex.join([sys.executable, "-m", "lib.test.integrations.vot_trax", *spec_arguments(spec)])
 
 
 def register_tracker(workspace: Path, name: str, command: str) -> Path:

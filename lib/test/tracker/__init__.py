@@ -191,6 +191,25 @@ def add_tracker_arguments(parser: argparse.ArgumentParser, checkpoint_required: 
                         help="how the model runs (lib/models/engines.py); default: eager (fp32, or test.amp on CUDA)")
 
 
+def spec_from_args(args: argparse.Namespace, save_dir: str | Path | None = None) -> TrackerSpec:
+    """`resolve_spec` from the options of `add_tracker_arguments` (plus `args.script` / `args.config`): every tool
+    reads them here, so an option can never be shown by a tool and then ignored by it."""
+    return resolve_spec(args.script, args.config, checkpoint=args.checkpoint, backbone_weights=args.backbone_weights,
+                        device=args.device, save_dir=save_dir, engine=args.engine,
+                        base_checkpoint=args.base_checkpoint)
+
+
+def spec_arguments(spec: TrackerSpec) -> list[str]:
+    """The `add_tracker_arguments` options (with --script/--config) that give back `spec` through
+    `spec_from_args`: for commands that start a tracker in another process (the VOT toolkit's)."""
+    args = ["--script", spec.script, "--config", spec.config, "--checkpoint", str(spec.checkpoint),
+            "--engine", spec.engine, "--device", spec.device]
+    for option, value in (("--backbone_weights", spec.backbone_weights), ("--base_checkpoint", spec.base_checkpoint)):
+        if value is not None:
+            args += [option, value]
+    return args
+
+
 def validated_init_box(image: np.ndarray, box_xywh: np.ndarray) -> np.ndarray:
     """The initial box as float64 `x, y, w, h`: finite, positive width and height, overlapping `image`."""
     box = np.asarray(box_xywh, dtype=np.float64).reshape(-1)
