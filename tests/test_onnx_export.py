@@ -84,3 +84,12 @@ def test_random_weights_of_a_baseline_are_refused(tmp_path):
     with pytest.raises(SystemExit, match="static has no model to export"):
         export_onnx.main(["--script", "static", "--config", "none", "--checkpoint", "random",
                           "--out", str(tmp_path / "x.onnx")])
+
+
+def test_loratv2_is_refused_with_the_engines_that_run_it(tmp_path):
+    import pytest
+
+    with pytest.raises(SystemExit, match="KV cache.*--engine eager, fp16 or bf16"):
+        export_onnx.main(["--script", "loratv2", "--config", "demo_p1", "--checkpoint", "random",
+                          "--out", str(tmp_path / "x.onnx")])
+    assert not (tmp_path / "x.onnx").exists()

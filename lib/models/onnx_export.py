@@ -56,6 +56,10 @@ def random_inputs(model: LoRAT, batch: int, seed: int = 0) -> tuple[torch.Tensor
 
 def export_onnx(model: LoRAT, path: str | Path, fp16: bool = False) -> Path:
     """Write `model` (merged, eval mode; left unchanged) as one ONNX file with a dynamic batch dimension."""
+    if not isinstance(model, LoRAT):
+        raise ValueError(f"ONNX export covers the one-forward LoRAT models, not {type(model).__name__}: LoRATv2 "
+                         f"tracks step by step with a KV cache, which one exported graph does not hold; run it with "
+                         f"--engine eager, fp16 or bf16")
     if any(".lora" in key for key in model.state_dict()):
         raise ValueError("export the merged model: build it with training=False (or merge_for_inference first)")
     parameter_bytes = sum(p.numel() for p in model.parameters()) * (2 if fp16 else 4)
