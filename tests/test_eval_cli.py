@@ -1,5 +1,7 @@
 """End to end like a user: tracking/test.py (static tracker) -> analysis_results.py --json -> pack_results.py;
-tracking/test.py with LoRAT weights from --env_file's save_dir and results that record their producer."""
+tracking/test.py with LoRAT weights from --env_file's save_dir and results that record their producer.
+The scripts' main() runs in this process (the `run_cli` fixture); the CUDA test starts a real process, since
+CUDA_VISIBLE_DEVICES only takes effect in a fresh interpreter."""
 from __future__ import annotations
 
 import hashlib
@@ -31,7 +33,7 @@ def _static_iou(w: float, h: float, dx: float, dy: float) -> float:
     return inter / (2 * w * h - inter)
 
 
-def test_test_py_then_analysis_json_then_pack(tmp_path):
+def test_test_py_then_analysis_json_then_pack(tmp_path, run_cli):
     got10k = tmp_path / "got10k"
     make_got10k_split(got10k, "val", {"v1": 5, "v2": 4})
     make_got10k_split(got10k, "test", {"t1": 3, "t2": 2}, full_gt=False)
@@ -41,22 +43,22 @@ def test_test_py_then_analysis_json_then_pack(tmp_path):
     original = frame.read_bytes()
     frame.write_bytes(b"broken")
 
-    first = _run("tracking/test.py", "static", "none", "--dataset_name", "got10k_val", "--env_file", str(local))
+    first = run_cli("test", "static", "none", "--dataset_name", "got10k_val", "--env_file", str(local))
     assert first.returncode == 1, first.stdout + first.stderr
     assert "FAILED got10k_val/v2" in first.stderr and "00000003.jpg" in first.stderr
 
     out_json = tmp_path / "scores.json"
-    missing = _run("tracking/analysis_results.py", "--script", "static", "--config", "none", "--dataset",
-                   "got10k_val", "--json", str(out_json), "--env_file", str(local))
+    missing = run_cli("analysis_results", "--script", "static", "--config", "none", "--dataset",
+                      "got10k_val", "--json", str(out_json), "--env_file", str(local))
     assert missing.returncode == 1 and "1 missing: v2" in missing.stderr and not out_json.exists()
 
     frame.write_bytes(original)
-    second = _run("tracking/test.py", "static", "none", "--dataset_name", "got10k_val", "--env_file", str(local))
+    second = run_cli("test", "static", "none", "--dataset_name", "got10k_val", "--env_file", str(local))
     assert second.returncode == 0, second.stderr
     assert "finished 1, skipped 1 already finished, failed 0" in second.stdout
 
-    analysis = _run("tracking/analysis_results.py", "--script", "static", "--config", "none", "--dataset",
-                    "got10k_val", "--json", str(out_json), "--env_file", str(local))
+    analysis = run_cli("analysis_results", "--script", "static", "--config", "none", "--dataset",
+                       "got10k_val", "--json", str(out_json), "--env_file", str(local))
     assert analysis.returncode == 0, analysis.stderr
     scores = json.loads(out_json.read_text())
     # GT moves by (1, 0.5) px per frame from (3 + k, 4, 9 + k, 7); the last frame has cover 0; frame 1 dropped.
@@ -67,16 +69,16 @@ def test_test_py_then_analysis_json_then_pack(tmp_path):
     assert "static/none" in analysis.stdout and "AO" in analysis.stdout
     assert "produced by static/none: static/none, checkpoint none (baseline without learned weights)" in analysis.stdout
 
-    typo = _run("tracking/analysis_results.py", "--script", "static", "--config", "nnoe", "--dataset", "got10k_val",
-                "--env_file", str(local))
+    typo = run_cli("analysis_results", "--script", "static", "--config", "nnoe", "--dataset", "got10k_val",
+                   "--env_file", str(local))
     static_dir = tmp_path / "out" / "test" / "tracking_results" / "static"
     assert typo.returncode == 1 and f"no results for static/nnoe under {static_dir} (found: none)" in typo.stderr
 
-    run_test = _run("tracking/test.py", "static", "none", "--dataset_name", "got10k_test", "--env_file", str(local),
-                    "--runid", "0")
+    run_test = run_cli("test", "static", "none", "--dataset_name", "got10k_test", "--env_file", str(local),
+                       "--runid", "0")
     assert run_test.returncode == 0, run_test.stderr
-    pack = _run("tracking/pack_results.py", "--script", "static", "--config", "none", "--dataset", "got10k_test",
-                "--run_ids", "0", "--env_file", str(local))
+    pack = run_cli("pack_results", "--script", "static", "--config", "none", "--dataset", "got10k_test",
+                   "--run_ids", "0", "--env_file", str(local))
     assert pack.returncode == 0, pack.stderr
     zip_path = tmp_path / "out" / "test" / "packed_results" / "static_none_000_got10k_test.zip"
     with zipfile.ZipFile(zip_path) as archive:
@@ -104,7 +106,7 @@ def _export(cfg, path: Path, bias: float) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_lorat_weights_from_env_file_and_results_that_know_their_producer(tmp_path):
+def test_lorat_weights_from_env_file_and_results_that_know_their_producer(tmp_path, run_cli):
     make_got10k_split(tmp_path / "got10k", "val", {"v1": 3, "v2": 2})
     env = make_env(tmp_path, got10k_path=str(tmp_path / "got10k"))
     local = tmp_path / "local.py"
@@ -113,9 +115,9 @@ def test_lorat_weights_from_env_file_and_results_that_know_their_producer(tmp_pa
     final = RunPaths.for_run(env.save_dir, "lorat", "demo").final_export("demo")  # what the trainer writes
     final.parent.mkdir(parents=True)
     first_hash = _export(cfg, final, 0.25)
-    command = ("tracking/test.py", "lorat", "demo", "--dataset_name", "got10k_val", "--env_file", str(local))
+    command = ("test", "lorat", "demo", "--dataset_name", "got10k_val", "--env_file", str(local))
 
-    first = _run(*command)  # no --checkpoint: the trained model under the env file's save_dir
+    first = run_cli(*command)  # no --checkpoint: the trained model under the env file's save_dir
     assert first.returncode == 0, first.stdout + first.stderr
     assert "finished 2, skipped 0 already finished, failed 0" in first.stdout
     results_dir = Path(env.results_path) / "lorat" / "demo"
@@ -128,30 +130,30 @@ def test_lorat_weights_from_env_file_and_results_that_know_their_producer(tmp_pa
     boxes = v1.read_bytes()
 
     second_hash = _export(cfg, final, -0.5)  # retrained: other weights at the same path
-    refused = _run(*command)
+    refused = run_cli(*command)
     assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused.stderr
     assert first_hash[:12] in refused.stderr and second_hash[:12] in refused.stderr
     assert "--runid N" in refused.stderr and "--force" in refused.stderr
     assert v1.read_bytes() == boxes  # the old results are kept, not mixed
 
-    forced = _run(*command, "--force")
+    forced = run_cli(*command, "--force")
     assert forced.returncode == 0, forced.stderr
     assert "finished 2, skipped 0 already finished, failed 0" in forced.stdout
     assert json.loads((results_dir / "producer.json").read_text())["checkpoint_sha256"] == second_hash
 
 
-def test_engine_and_batch_sequences_flags(tmp_path):
+def test_engine_and_batch_sequences_flags(tmp_path, run_cli):
     got10k = tmp_path / "got10k"
     make_got10k_split(got10k, "val", {"v1": 5, "v2": 3, "v3": 4})
     local = tmp_path / "local.py"
     write_local_file(local, make_env(tmp_path, got10k_path=str(got10k)))
-    command = ("tracking/test.py", "lorat", "demo", "--dataset_name", "got10k_val", "--env_file", str(local),
+    command = ("test", "lorat", "demo", "--dataset_name", "got10k_val", "--env_file", str(local),
                "--checkpoint", "random", "--batch_sequences", "2")
-    int8 = _run(*command, "--engine", "int8")
+    int8 = run_cli(*command, "--engine", "int8")
     assert int8.returncode == 0, int8.stderr
     results_dir = tmp_path / "out" / "test" / "tracking_results" / "lorat" / "demo"
     producer = json.loads((results_dir / "producer.json").read_text())
     assert (producer["engine"], producer["precision"]) == ("int8", "int8")
     assert len((results_dir / "got10k_val" / "v1.txt").read_text().splitlines()) == 5
-    eager = _run(*command)  # the default engine is another producer: refused, not mixed in
+    eager = run_cli(*command)  # the default engine is another producer: refused, not mixed in
     assert eager.returncode != 0 and "engine: int8 -> eager" in eager.stderr

@@ -1,16 +1,21 @@
-"""End-to-end training on a tiny synthetic GOT-10k-layout dataset: resume, DDP equivalence, exports."""
+"""End-to-end training on a tiny synthetic GOT-10k-layout dataset: resume, DDP equivalence, exports.
+
+Training runs in this process (lib/train/run_training.py's main) except where processes are the point: 2-rank DDP
+groups under torchrun, a worker that dies and is restarted, the launcher's exit status. One uninterrupted single-process
+run and one 2-rank run of the same settings (module fixtures) are the references of several tests."""
 from __future__ import annotations
 
-import importlib.util
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from script_helpers import tracking_script
 
 from lib.config import apply_overrides, load_experiment
 from lib.models import build_model, load_checkpoint
@@ -35,11 +40,9 @@ def env_file(tmp_path_factory) -> Path:
     for domain, split in (("A", "train"), ("B", "train")):
         write_got10k(root / "synthetic" / domain, split,
                      SyntheticSpec(domain=domain, num_sequences=4, frames=(8, 12), seed=3))
-    out = subprocess.run([sys.executable, "tracking/create_default_local_file.py", "--workspace_dir", str(ROOT),
-                          "--data_dir", str(root), "--save_dir", str(root / "output"),
-                          "--train_local", str(root / "train_local.py"), "--test_local", str(root / "test_local.py")],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    assert tracking_script("create_default_local_file").main(
+        ["--workspace_dir", str(ROOT), "--data_dir", str(root), "--save_dir", str(root / "output"),
+         "--train_local", str(root / "train_local.py"), "--test_local", str(root / "test_local.py")]) == 0
     return root / "train_local.py"
 
 
@@ -53,9 +56,55 @@ def _trainable(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def test_kill_then_resume_matches_uninterrupted(tmp_path, env_file, monkeypatch):
-    assert _train(tmp_path / "full", env_file) == 0
-    paths_full = RunPaths.for_run(tmp_path / "full", "lorat", "demo")
+def _launcher_command(save_dir: Path, env_file: Path, extra: list[str]) -> list[str]:
+    """What `tracking/train.py --mode multiple --nproc_per_node 2 --max_restarts 1` starts: torchrun over 2 ranks."""
+    launcher = tracking_script("train")
+    args, rest = launcher.parse_args(
+        ["--config", "demo", "--mode", "multiple", "--nproc_per_node", "2", "--max_restarts", "1",
+         "--save_dir", str(save_dir), "--env_file", str(env_file), "--cpu", "--set", *FAST, *extra])
+    return launcher.build_command(args, rest)
+
+
+def _run_process_group(command: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run torchrun; on a hang, SIGTERM it, which makes it stop its workers too (none is left behind)."""
+    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            proc.communicate(timeout=60)
+            raise
+    return subprocess.CompletedProcess(command, proc.returncode, out, err)
+
+
+def _group_env(**extra: str) -> dict[str, str]:
+    """The environment tracking/train.py gives torchrun (the repository on PYTHONPATH), one thread per rank."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **extra}
+
+
+def _ddp_train(save_dir: Path, env_file: Path, extra: list[str]) -> Path:
+    done = _run_process_group(_launcher_command(save_dir, env_file, extra), _group_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return save_dir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, env_file) -> Path:
+    """save_dir of an uninterrupted single-process FAST run (2 epochs); tests copy it before changing anything."""
+    save_dir = tmp_path_factory.mktemp("trained")
+    assert _train(save_dir, env_file) == 0
+    return save_dir
+
+
+@pytest.fixture(scope="module")
+def ddp_trained(tmp_path_factory, env_file) -> Path:
+    """save_dir of the same run on 2 gloo ranks (torchrun through tracking/train.py's command)."""
+    return _ddp_train(tmp_path_factory.mktemp("ddp_trained"), env_file, [])
+
+
+def test_kill_then_resume_matches_uninterrupted(tmp_path, env_file, trained, monkeypatch):
+    paths_full = RunPaths.for_run(trained, "lorat", "demo")
     assert [p.name for p in sorted(paths_full.checkpoint_dir.glob("checkpoint_ep*.pth"))] == \
         ["checkpoint_ep0001.pth", "checkpoint_ep0002.pth"]
 
@@ -82,33 +131,30 @@ def test_kill_then_resume_matches_uninterrupted(tmp_path, env_file, monkeypatch)
     assert not torch.equal(a["head.cls_mlp.layers.0.weight"], _trainable(paths.checkpoint(1))["head.cls_mlp.layers.0.weight"])
 
 
-def test_resume_refuses_a_different_config(tmp_path, env_file):
-    assert _train(tmp_path, env_file, extra=["train.epochs=1"]) == 0
+def test_resume_refuses_a_different_config(tmp_path, env_file, trained):
+    shutil.copytree(trained, tmp_path, dirs_exist_ok=True)
     with pytest.raises(ValueError, match="different config"):
-        _train(tmp_path, env_file, extra=["train.epochs=1", "train.lr=0.5"])
+        _train(tmp_path, env_file, extra=["train.lr=0.5"])
 
 
-@pytest.mark.parametrize("extra", [[], ["train.grad_accum_steps=2"], ["train.compile=true"]],
+@pytest.mark.parametrize("extra, single_extra", [([], []), (["train.grad_accum_steps=2"], ["train.grad_accum_steps=2"]),
+                                                  (["train.compile=true"], [])],
                          ids=["plain", "accumulation", "compiled"])
-def test_two_process_ddp_matches_single_process(tmp_path, env_file, extra):
+def test_two_process_ddp_matches_single_process(tmp_path, env_file, trained, ddp_trained, extra, single_extra):
     """Same global batch: 2 gloo ranks x 4 samples == 1 process x 8 samples (grads averaged, N_pos all-reduced).
     With 2 accumulation steps each rank's micro-batch k holds every other job of the single process's micro-batch
     k (item i of rank r is job r + 2i), so the two runs still match, and DDP must sync on the last micro-batch.
-    Compiled: the GPU recipe's torch.compile(DDP(model, static_graph=True)), on CPU."""
-    # No warm-up: the first AdamW steps move weights by ~lr = 1e-3, far above the comparison tolerance, so a rank
-    # training on its own gradients (no all-reduce) shows (it changes about half of all weights by > 1e-4).
-    common = ["--config", "demo", "--env_file", str(env_file), "--cpu", "--set", *FAST, "train.epochs=1",
-              "train.warmup_epochs=0", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "tracking/train.py", "--mode", "single", "--save_dir",
-                             str(tmp_path / "single"), *common], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert single.returncode == 0, single.stderr[-3000:]
-    multi = subprocess.run([sys.executable, "tracking/train.py", "--mode", "multiple", "--nproc_per_node", "2",
-                            "--save_dir", str(tmp_path / "ddp"), *common], cwd=ROOT, env=env, capture_output=True,
-                           text=True)
-    assert multi.returncode == 0, multi.stderr[-3000:]
-    a = _trainable(RunPaths.for_run(tmp_path / "single", "lorat", "demo").checkpoint(1))
-    b = _trainable(RunPaths.for_run(tmp_path / "ddp", "lorat", "demo").checkpoint(1))
+    Compiled: the GPU recipe's torch.compile(DDP(model, static_graph=True)), on CPU, against the eager single
+    process (compiling must not change what is learnt)."""
+    # Epoch 2 runs at the full lr: its AdamW steps move weights by ~lr = 1e-3, far above the comparison tolerance, so
+    # a rank training on its own gradients (no all-reduce) shows.
+    single = trained
+    if single_extra:
+        single = tmp_path / "single"
+        assert _train(single, env_file, extra=single_extra) == 0
+    ddp = _ddp_train(tmp_path / "ddp", env_file, extra) if extra else ddp_trained
+    a = _trainable(RunPaths.for_run(single, "lorat", "demo").checkpoint(2))
+    b = _trainable(RunPaths.for_run(ddp, "lorat", "demo").checkpoint(2))
     init = build_model(load_experiment("lorat", "demo"), training=True).state_dict()
     for key in a:
         assert torch.allclose(a[key], b[key], atol=2e-5, rtol=1e-4), key
@@ -116,8 +162,8 @@ def test_two_process_ddp_matches_single_process(tmp_path, env_file, extra):
     assert moved.max() > 1e-4
     # logged per-iteration losses are averaged over the ranks: each rank divides its sum by the mean positive
     # count, so the rank mean is the single process's loss
-    single_log, ddp_log = _scalars(tmp_path / "single", "train/loss"), _scalars(tmp_path / "ddp", "train/loss")
-    assert len(single_log) == 2 and single_log == pytest.approx(ddp_log, rel=1e-5)
+    single_log, ddp_log = _scalars(single, "train/loss"), _scalars(ddp, "train/loss")
+    assert len(single_log) == 4 and single_log == pytest.approx(ddp_log, rel=1e-5)
 
 
 def _scalars(save_dir: Path, tag: str) -> list[float]:
@@ -135,10 +181,9 @@ def test_train_cli_reports_failure(tmp_path):
     assert "no_such_config" in out.stderr
 
 
-def test_lora_stage_and_official_export_round_trip(tmp_path, env_file):
+def test_lora_stage_and_official_export_round_trip(tmp_path, env_file, trained):
     """Stage 2 of the demo: LoRA on top of a trained stage 1; the official-format export loads back."""
-    assert _train(tmp_path, env_file, extra=["train.epochs=1"]) == 0
-    stage1 = RunPaths.for_run(tmp_path, "lorat", "demo").final_export("demo")
+    stage1 = RunPaths.for_run(trained, "lorat", "demo").final_export("demo")
     assert run_training.main(["--config", "demo_lora", "--save_dir", str(tmp_path), "--env_file", str(env_file),
                               "--cpu", "--init_checkpoint", str(stage1), "--set", *FAST, "train.epochs=1"]) == 0
     paths = RunPaths.for_run(tmp_path, "lorat", "demo_lora")
@@ -360,54 +405,25 @@ def test_the_experiment_script_selects_the_actor_and_its_batch_keys_are_checked(
         build_actor("lorat_v9", trainer.forward_model, "cpu", "fp32")
 
 
-def _launcher():
-    spec = importlib.util.spec_from_file_location("train_launcher", ROOT / "tracking" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run_process_group(command: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run torchrun; on a hang, SIGTERM it, which makes it stop its workers too (none is left behind)."""
-    with subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as proc:
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            proc.communicate(timeout=60)
-            raise
-    return subprocess.CompletedProcess(command, proc.returncode, out, err)
-
-
 def test_max_restarts_is_torchrun_s_and_needs_it(capsys):
-    launcher = _launcher()
+    launcher = tracking_script("train")
     with pytest.raises(SystemExit):
         launcher.main(["--config", "demo", "--mode", "single", "--max_restarts", "2"])
     assert "--max_restarts needs torchrun: use --mode multiple (with --nproc_per_node 1" in capsys.readouterr().err
 
 
-def test_a_worker_that_dies_is_restarted_and_the_group_resumes_to_the_same_weights(tmp_path, env_file):
+def test_a_worker_that_dies_is_restarted_and_the_group_resumes_to_the_same_weights(tmp_path, env_file, ddp_trained):
     """torchrun --max-restarts (tracking/train.py --max_restarts 1) with rank 1 of 2 dying at the start of epoch 2:
     the restarted group resumes after epoch 1 and ends exactly where an uninterrupted 2-process run ends."""
-    launcher = _launcher()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
-           "CRASH_ONCE_MARKER": str(tmp_path / "crashed")}
-    runs = {}
-    for name, worker in (("uninterrupted", ["-m", "lib.train.run_training"]),
-                         ("restarted", [str(ROOT / "tests" / "crash_once_worker.py")])):
-        args, rest = launcher.parse_args(
-            ["--config", "demo", "--mode", "multiple", "--nproc_per_node", "2", "--max_restarts", "1",
-             "--save_dir", str(tmp_path / name), "--env_file", str(env_file), "--cpu", "--set", *FAST])
-        command = launcher.build_command(args, rest)
-        start = command.index("lib.train.run_training") - 1  # "-m lib.train.run_training", after torchrun's flags
-        command[start:start + 2] = worker
-        runs[name] = _run_process_group(command, env)
-        assert runs[name].returncode == 0, runs[name].stderr[-3000:]
-    assert (tmp_path / "crashed").exists() and "restart" in runs["restarted"].stderr.lower()
+    command = _launcher_command(tmp_path / "restarted", env_file, [])
+    start = command.index("lib.train.run_training") - 1  # "-m lib.train.run_training", after torchrun's flags
+    command[start:start + 2] = [str(ROOT / "tests" / "crash_once_worker.py")]
+    restarted = _run_process_group(command, _group_env(CRASH_ONCE_MARKER=str(tmp_path / "crashed")))
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert (tmp_path / "crashed").exists() and "restart" in restarted.stderr.lower()
     log = RunPaths.for_run(tmp_path / "restarted", "lorat", "demo").log_file.read_text()
     assert "resumed from" in log and "checkpoint_ep0001.pth (epoch 1 done" in log
-    a = _trainable(RunPaths.for_run(tmp_path / "uninterrupted", "lorat", "demo").checkpoint(2))
+    a = _trainable(RunPaths.for_run(ddp_trained, "lorat", "demo").checkpoint(2))
     b = _trainable(RunPaths.for_run(tmp_path / "restarted", "lorat", "demo").checkpoint(2))
     assert a.keys() == b.keys()
     for key in a:
