@@ -4,7 +4,9 @@ Two weight formats: Meta's DINOv2 torch-hub checkpoints (`dinov2_*`, the paper's
 by interpolation as upstream config/LoRAT does), and timm/Hugging Face files (`timm_*`, the paper's Table 9
 backbones, as upstream config/LoRAT_timm builds them with `timm.create_model`, https://github.com/LitingLin/LoRAT:
 trackit/models/methods/LoRAT/timm_vit/). A `timm_*` backbone's search-grid position embedding is the top-left crop
-of the pretrained grid when that grid is large enough, and interpolated otherwise (upstream timm variant).
+of the pretrained grid when that grid is large enough, and interpolated otherwise (upstream timm variant). Besides
+timm's `VisionTransformer`, the EVA-02 models (timm `Eva`: rotary position embedding, separate q/k/v, SwiGLU) are
+supported, as upstream's timm_vit/lorat_eva.py builds them.
 """
 from __future__ import annotations
 
@@ -15,10 +17,16 @@ from types import MappingProxyType
 
 import timm
 import torch
-from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from timm.models import eva, vision_transformer
+from timm.models.eva import Eva
+from timm.models.vision_transformer import VisionTransformer
 
 from lib.utils.paths import PRETRAINED_DIR
 DINOV2_GRID = 37  # Meta's checkpoints are trained at 518 px: 37 x 37 patch positions (+1 CLS)
+TimmViT = VisionTransformer | Eva  # the timm model classes a backbone may be
+# timm model class -> the checkpoint filter its `create_model(..., pretrained=True)` applies to a weight file.
+TIMM_CHECKPOINT_FILTERS: Mapping[type, Callable[[dict[str, torch.Tensor], TimmViT], dict[str, torch.Tensor]]] = \
+    MappingProxyType({VisionTransformer: vision_transformer.checkpoint_filter_fn, Eva: eva.checkpoint_filter_fn})
 
 
 @dataclass(frozen=True)
@@ -78,20 +86,23 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "timm_mae_vitl16": ViTSpec("vit_large_patch16_224", **_timm("vit_large_patch16_224.mae", 16)),
     "timm_clip_vitl14": ViTSpec("vit_large_patch14_clip_quickgelu_224",
                                 **_timm("vit_large_patch14_clip_quickgelu_224.openai", 14)),
+    # EVA-02 (timm `Eva`, MIM-pretrained on ImageNet-22k; upstream config/LoRAT_timm/eva02): 16 x 16 pos-embed grid
+    "timm_eva02_vitb14": ViTSpec("eva02_base_patch14_224", **_timm("eva02_base_patch14_224.mim_in22k", 14)),
+    "timm_eva02_vitl14": ViTSpec("eva02_large_patch14_224", **_timm("eva02_large_patch14_224.mim_in22k", 14)),
 }
 
 
-def build_vit(spec: ViTSpec, drop_path: float = 0.0) -> VisionTransformer:
+def build_vit(spec: ViTSpec, drop_path: float = 0.0) -> TimmViT:
     """Instantiate `spec` with random weights (no network access; timm's pretrained download is off)."""
     size = {} if spec.img_size is None else {"img_size": spec.img_size}
     vit = timm.create_model(spec.timm_name, pretrained=False, num_classes=0, drop_path_rate=drop_path,
                             **size, **dict(spec.overrides))
-    if not isinstance(vit, VisionTransformer) or vit.patch_embed.patch_size[0] != spec.patch_size:
-        raise ValueError(f"{spec.timm_name}: expected a timm VisionTransformer with patch {spec.patch_size}")
+    if type(vit) not in TIMM_CHECKPOINT_FILTERS or vit.patch_embed.patch_size[0] != spec.patch_size:
+        raise ValueError(f"{spec.timm_name}: expected a timm VisionTransformer or Eva with patch {spec.patch_size}")
     return vit
 
 
-def create_vit(name: str, drop_path: float = 0.0) -> VisionTransformer:
+def create_vit(name: str, drop_path: float = 0.0) -> TimmViT:
     """The backbone registered as `name` in VIT_SPECS, with random weights."""
     if name not in VIT_SPECS:
         raise KeyError(f"Unknown backbone '{name}'. Known: {', '.join(VIT_SPECS)}")
@@ -128,18 +139,18 @@ def resolve_backbone_weights(name: str, path: str | Path | None) -> Path:
     return path
 
 
-def load_backbone_weights(vit: VisionTransformer, name: str, path: str | Path) -> None:
+def load_backbone_weights(vit: TimmViT, name: str, path: str | Path) -> None:
     """Load the weight file of backbone `name` into `vit`, strictly."""
     vit.load_state_dict(backbone_state_dict(vit, name, path), strict=True)
 
 
-def backbone_state_dict(vit: VisionTransformer, name: str, path: str | Path) -> dict[str, torch.Tensor]:
+def backbone_state_dict(vit: TimmViT, name: str, path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of backbone `name`'s weight file under `vit`'s (timm) names, checked to fit `vit` exactly.
     `vit` only supplies names and shapes: it may live on the meta device."""
     return _converted(vit, path, VIT_SPECS[name].weights_format)
 
 
-def _converted(vit: VisionTransformer, path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
+def _converted(vit: TimmViT, path: str | Path, fmt: str) -> dict[str, torch.Tensor]:
     path = Path(path)
     converted = WEIGHT_CONVERTERS[fmt](vit, _read_vit_state(path, FORMAT_NAMES[fmt]), path)
     expected = vit.state_dict()
@@ -170,13 +181,13 @@ def _read_vit_state(path: Path, kind: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def convert_timm(vit: VisionTransformer, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+def convert_timm(vit: TimmViT, state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
     """A timm/Hugging Face weight file (safetensors, or a torch `.bin`) of the same architecture, through timm's
-    own checkpoint filter (as `timm.create_model(..., pretrained=True)` would)."""
+    own checkpoint filter for the model's class (as `timm.create_model(..., pretrained=True)` would)."""
     if tuple(state["pos_embed"].shape) != tuple(vit.pos_embed.shape):  # timm would silently resample it
         raise ValueError(f"{path}: pos_embed {tuple(state['pos_embed'].shape)} differs from the model's "
                          f"{tuple(vit.pos_embed.shape)}: a different image size variant of the model")
-    return checkpoint_filter_fn(dict(state), vit)
+    return TIMM_CHECKPOINT_FILTERS[type(vit)](dict(state), vit)
 
 
 def convert_meta_dinov2(vit: VisionTransformer, state: dict[str, torch.Tensor],
@@ -192,7 +203,7 @@ def convert_meta_dinov2(vit: VisionTransformer, state: dict[str, torch.Tensor],
     if ("register_tokens" in state) != (vit.reg_token is not None):
         raise ValueError(f"{path}: {'has' if 'register_tokens' in state else 'has no'} register tokens, the backbone "
                          f"{'has none' if vit.reg_token is None else 'has 4'}: the reg4 and plain DINOv2 files differ")
-    return checkpoint_filter_fn(dict(state), vit)
+    return vision_transformer.checkpoint_filter_fn(dict(state), vit)
 
 
 def convert_meta_or_timm(vit: VisionTransformer, state: dict[str, torch.Tensor],
@@ -201,7 +212,7 @@ def convert_meta_or_timm(vit: VisionTransformer, state: dict[str, torch.Tensor],
     return (convert_meta_dinov2 if "mask_token" in state else convert_timm)(vit, state, path)
 
 
-def load_timm_weights(vit: VisionTransformer, path: str | Path) -> None:
+def load_timm_weights(vit: TimmViT, path: str | Path) -> None:
     """Load a timm/Hugging Face weight file of the same architecture into `vit`, strictly."""
     vit.load_state_dict(_converted(vit, path, "timm"), strict=True)
 
@@ -212,7 +223,7 @@ def load_meta_dinov2(vit: VisionTransformer, path: str | Path) -> None:
 
 
 # `ViTSpec.weights_format` names: how a file's tensors become the timm model's, and what the file is called.
-WEIGHT_CONVERTERS: Mapping[str, Callable[[VisionTransformer, dict[str, torch.Tensor], Path],
+WEIGHT_CONVERTERS: Mapping[str, Callable[[TimmViT, dict[str, torch.Tensor], Path],
                                          dict[str, torch.Tensor]]] = MappingProxyType(
     {"meta_dinov2": convert_meta_dinov2, "timm": convert_timm, "meta_or_timm": convert_meta_or_timm})
 FORMAT_NAMES: Mapping[str, str] = MappingProxyType(

@@ -1,8 +1,9 @@
 """Reading every LoRAT checkpoint layout into either the training (adapter) or the inference (merged) model.
 
 Accepted files:
-* official releases: trainable keys only (LoRA A/B per q/k/v/proj/fc1/fc2 or w12/w3, token_type_embed, head,
-  optional `lora_alpha`/`use_rslora`); safetensors even when the file ends in `.bin`, torch pickle otherwise
+* official releases: trainable keys only (LoRA A/B per q/k/v/proj/fc1/fc2, ViT-g's w12/w3, or EVA-02's
+  q_proj/k_proj/v_proj/proj/fc1_g/fc1_x/fc2 under timm's names as upstream's timm variant keeps them;
+  token_type_embed, head, optional `lora_alpha`/`use_rslora`); safetensors even when the file ends in `.bin`, torch pickle otherwise
   (upstream trackit/LoRAT: trackit/models/__init__.py reads them; names from trackit/models/methods/LoRAT/lorat.py
   and modules/lora/, https://github.com/LitingLin/LoRAT);
 * full merged state dicts (the unofficial pytracking port; plain or under `net`, possibly `module.`-prefixed);
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lib.models.lora import (LORA_TARGETS, QKV_SLOTS, QKV_TARGET, adapter_name, lora_delta, lora_scaling,
+from lib.models.lora import (ALL_LORA_TARGETS, QKV_SLOTS, QKV_TARGET, adapter_name, lora_delta, lora_scaling,
                              merged_weight)
 from lib.models.lorat import LoRAT
 from lib.models.peft import IA3_FOLDS, IA3_KEY
@@ -38,7 +39,7 @@ def _alternatives(names) -> str:
     return "|".join(re.escape(n) for n in names)
 
 
-_TARGET, _SLOT = _alternatives(LORA_TARGETS), _alternatives(QKV_SLOTS)
+_TARGET, _SLOT = _alternatives(ALL_LORA_TARGETS), _alternatives(QKV_SLOTS)
 _QKV, _PLAIN_ADAPTER = re.escape(QKV_TARGET), re.escape(adapter_name(None))
 _SLOT_OF_ADAPTER = {adapter_name(None): None, **{adapter_name(slot): slot for slot in QKV_SLOTS}}
 # A canonical adapter key: blocks.<i>.<target>.<adapter name>.<A|B>.

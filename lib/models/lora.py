@@ -1,8 +1,11 @@
 """LoRA adapters for the frozen linear layers of ViT blocks: the one home of LoRA's maths and names.
 
-Training models wrap each block linear (`LORA_TARGETS`): `attn.qkv` keeps its fused frozen weight and gets three
-adapters (`lora_q`, `lora_k`, `lora_v`, one per output slice, as upstream's split q/k/v LoRA), `attn.proj`,
-`mlp.fc1` and `mlp.fc2` get one adapter (`lora`) each (`model.lora.targets` may pick a subset). Merging
+Training models wrap each block linear that the block type's `LoRALayout` lists (`LORA_LAYOUTS`). timm ViT blocks
+(`LORA_TARGETS`): `attn.qkv` keeps its fused frozen weight and gets three adapters (`lora_q`, `lora_k`, `lora_v`, one
+per output slice, as upstream's split q/k/v LoRA), `attn.proj`, `mlp.fc1` and `mlp.fc2` get one adapter (`lora`)
+each. EVA-02 blocks (`EVA_LORA_TARGETS`) have separate q/k/v projections and a SwiGLU MLP: each of their seven
+linears gets one adapter, as upstream's LoRA on every frozen linear of a block
+(trackit/models/methods/LoRAT/funcs/vit_lora_utils.py). `model.lora.targets` may pick a subset. Merging
 (lib/models/peft.py `merge_peft_`) turns a wrapped model back into plain
 `nn.Linear` layers with `W' = W + scaling * B @ A`, so the inference model has no adapter overhead. The checkpoint
 reader (lib/models/checkpoint.py) builds its key patterns and its merge from the names and functions here.
@@ -14,22 +17,56 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from timm.layers import trunc_normal_
+from timm.models.eva import EvaBlock
+from timm.models.vision_transformer import Block
 
 from lib.config import LoRAConfig
 
-LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # block linears that get adapters (also ViT-g's)
+LORA_TARGETS = ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")  # timm ViT block linears with adapters (also ViT-g's)
 QKV_TARGET = "attn.qkv"  # the fused linear whose output rows are [q; k; v], one adapter per slot
 QKV_SLOTS = ("q", "k", "v")
 # `model.lora.targets` names (paper Table 4 placements): each q/k/v slot of the fused qkv, the attention output
 # projection and the two MLP linears together (upstream ablation/lora_ablation.py switches).
 LORA_PLACEMENTS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {"q": (QKV_TARGET,), "k": (QKV_TARGET,), "v": (QKV_TARGET,), "o": ("attn.proj",), "mlp": ("mlp.fc1", "mlp.fc2")})
+# timm EVA-02 block linears: separate q/k/v projections (k without bias) and SwiGLU's gate/value/output linears.
+EVA_LORA_TARGETS = ("attn.q_proj", "attn.k_proj", "attn.v_proj", "attn.proj", "mlp.fc1_g", "mlp.fc1_x", "mlp.fc2")
+
+
+@dataclass(frozen=True)
+class LoRALayout:
+    """Where a block type's LoRA adapters go: its target linears (in creation order), the fused [q; k; v] linear
+    among them if any (one adapter per slot), and the linears each `model.lora.targets` placement name selects."""
+
+    targets: tuple[str, ...]
+    fused_qkv: str | None
+    placements: Mapping[str, tuple[str, ...]]
+
+
+VIT_LORA = LoRALayout(LORA_TARGETS, QKV_TARGET, LORA_PLACEMENTS)
+EVA_LORA = LoRALayout(EVA_LORA_TARGETS, None, MappingProxyType(
+    {"q": ("attn.q_proj",), "k": ("attn.k_proj",), "v": ("attn.v_proj",), "o": ("attn.proj",),
+     "mlp": ("mlp.fc1_g", "mlp.fc1_x", "mlp.fc2")}))
+# timm block class -> its layout (subclasses, e.g. the VPT block, take their base's).
+LORA_LAYOUTS: Mapping[type, LoRALayout] = MappingProxyType({Block: VIT_LORA, EvaBlock: EVA_LORA})
+# Every linear name any layout adapts (the checkpoint reader's key patterns).
+ALL_LORA_TARGETS = tuple(dict.fromkeys(t for layout in LORA_LAYOUTS.values() for t in layout.targets))
+
+
+def lora_layout(block: nn.Module) -> LoRALayout:
+    """The `LoRALayout` of `block`'s class (or of its nearest registered base class)."""
+    for cls in type(block).__mro__:
+        if cls in LORA_LAYOUTS:
+            return LORA_LAYOUTS[cls]
+    raise TypeError(f"No LoRA layout for block type {type(block).__name__} (lib.models.lora.LORA_LAYOUTS: "
+                    f"{', '.join(c.__name__ for c in LORA_LAYOUTS)})")
 
 
 def adapter_name(slot: str | None) -> str:
@@ -176,13 +213,15 @@ def _set(module: nn.Module, dotted: str, value: nn.Module) -> None:
 
 
 def add_lora_(blocks: nn.ModuleList, cfg: LoRAConfig) -> None:
-    """Wrap the block linears that `cfg.targets` names (LoRAT: q/k/v, attention proj and both MLP linears, also
-    ViT-g's SwiGLU fc1/fc2) in every block."""
-    targets = {t for placement in cfg.targets for t in LORA_PLACEMENTS[placement]}
+    """Wrap the block linears that `cfg.targets` names in every block, by the block type's `LoRALayout` (LoRAT:
+    q/k/v, attention proj and the MLP linears, also ViT-g's SwiGLU fc1/fc2 and EVA-02's fc1_g/fc1_x/fc2)."""
     slots = tuple(s for s in QKV_SLOTS if s in cfg.targets)
     for block in blocks:
-        for target in (t for t in LORA_TARGETS if t in targets):
+        layout = lora_layout(block)
+        targets = {t for placement in cfg.targets for t in layout.placements[placement]}
+        for target in (t for t in layout.targets if t in targets):
             linear = _get(block, target)
             if not isinstance(linear, nn.Linear):
                 raise TypeError(f"Expected nn.Linear at '{target}', found {type(linear).__name__}")
-            _set(block, target, LoRAQKV(linear, cfg, slots) if target == QKV_TARGET else LoRALinear(linear, cfg))
+            _set(block, target,
+                 LoRAQKV(linear, cfg, slots) if target == layout.fused_qkv else LoRALinear(linear, cfg))

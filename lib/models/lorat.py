@@ -1,7 +1,8 @@
 """The LoRAT one-stream tracker network (upstream trackit/LoRAT: trackit/models/methods/LoRAT/lorat.py,
-https://github.com/LitingLin/LoRAT)."""
+https://github.com/LitingLin/LoRAT), on a timm ViT or EVA-02 backbone (upstream timm_vit/lorat.py, lorat_eva.py)."""
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -9,7 +10,8 @@ from types import MappingProxyType
 import torch
 import torch.nn.functional as F
 from torch import nn
-from timm.layers import trunc_normal_
+from timm.layers import RotaryEmbeddingCat, trunc_normal_
+from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
 
 from lib.models.head import HEADS
@@ -74,6 +76,25 @@ def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
     return torch.cat([col.sin(), col.cos(), row.sin(), row.cos()], dim=1).float().unsqueeze(0)
 
 
+def grid_rope(rope: RotaryEmbeddingCat, feat_size: int) -> torch.Tensor:
+    """timm's rotary table of `rope`'s configuration for a `feat_size x feat_size` grid, (feat_size**2, 2 * head
+    dim) float32. EVA-02's rope has a reference grid (16 x 16): every grid's positions are rescaled to span it."""
+    rope = copy.deepcopy(rope)
+    rope.update_feat_shape([feat_size, feat_size])
+    return rope.get_embed()
+
+
+def eva_rope(vit: Eva, template_feat_size: int, search_feat_size: int) -> torch.Tensor:
+    """The rotary table of the [template; search] sequence: each grid its own rope, rows concatenated (upstream
+    timm_vit/lorat_eva.py builds a `RotaryEmbeddingCat` per grid with the pretrained reference grid)."""
+    return torch.cat([grid_rope(vit.rope, template_feat_size), grid_rope(vit.rope, search_feat_size)])
+
+
+# Backbone class -> the rotary position table its blocks take (`block(x, rope=...)`) for the [template; search]
+# tokens; backbones not listed (timm's VisionTransformer) have none.
+ROTARY_EMBEDDINGS: Mapping[type, Callable[[nn.Module, int, int], torch.Tensor]] = MappingProxyType({Eva: eva_rope})
+
+
 @dataclass(frozen=True)
 class InputEmbedding:
     """How template and search tokens are told apart (paper Table 5): position embeddings `shared` (the template
@@ -104,7 +125,7 @@ class LoRAT(nn.Module):
     # token-type embedding, the head and any PEFT modules are LoRAT's own.
     BACKBONE_PARTS = ("patch_embed", "pos_embed", "z_pos_embed", "norm_pre", "blocks", "norm")
 
-    def __init__(self, vit: VisionTransformer, template_feat_size: int, search_feat_size: int,
+    def __init__(self, vit: VisionTransformer | Eva, template_feat_size: int, search_feat_size: int,
                  pos_embed: str = "interpolate", head: str = "mlp", attention: str = "full",
                  embedding: str = "lorat") -> None:
         super().__init__()
@@ -132,6 +153,13 @@ class LoRAT(nn.Module):
             trunc_normal_(self.token_type_embed, std=0.02)
         self.norm_pre = vit.norm_pre  # CLIP's pre-norm; Identity for the other backbones
         self.blocks = vit.blocks
+        rotary = ROTARY_EMBEDDINGS.get(type(vit))
+        # EVA-02's rotary table (None for ViTs): fixed, a buffer like timm's own, not saved
+        self.register_buffer("rope", None if rotary is None else rotary(vit, template_feat_size, search_feat_size),
+                             persistent=False)
+        if rotary is not None:  # the class token is dropped: every token is rotated (upstream CustomEvaAttention)
+            for block in self.blocks:
+                block.attn.num_prefix_tokens = 0
         self.norm = vit.norm
         self.head = HEADS[head](self.embed_dim, search_feat_size)
         self.register_buffer("attn_mask", ATTENTION_MASKS[attention](template_feat_size ** 2, search_feat_size ** 2),
@@ -169,7 +197,8 @@ class LoRAT(nn.Module):
         z_tokens = z_tokens + self.template_pos_embed().to(z_tokens.dtype) + template_type
         x_tokens = x_tokens + self.pos_embed.to(x_tokens.dtype) + search_type
         tokens = self.norm_pre(torch.cat([z_tokens, x_tokens], dim=1))
+        rotary = {} if self.rope is None else {"rope": self.rope}
         for block in self.blocks:
-            tokens = block(tokens, attn_mask=self.attn_mask)
+            tokens = block(tokens, attn_mask=self.attn_mask, **rotary)
         # LayerNorm is per token, so normalising only the search tokens equals upstream's norm-then-discard.
         return self.head(self.norm(tokens[:, z_tokens.shape[1]:]))

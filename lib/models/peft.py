@@ -187,14 +187,23 @@ def _add_adapters_(model: nn.Module, cfg: ModelConfig) -> None:
                                                                              cfg.peft.adapter_reduction))
 
 
+def _vit_blocks(model: nn.Module, method: str) -> nn.ModuleList:
+    """`model.blocks`, checked to be timm ViT blocks: VPT wraps their plain call, IA3 their fused qkv."""
+    other = sorted({type(block).__name__ for block in model.blocks if not isinstance(block, Block)})
+    if other:
+        raise ValueError(f"PEFT method '{method}' is built for timm ViT blocks, not {', '.join(other)} "
+                         f"(EVA-02 backbones: use LoRA, model.lora, or full fine-tuning)")
+    return model.blocks
+
+
 def _add_prompts_(model: nn.Module, cfg: ModelConfig) -> None:
     patch = model.patch_embed.patch_size[0]
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(_vit_blocks(model, "vpt")):
         model.blocks[i] = PromptedBlock(block, PromptTokens(cfg.peft.num_prompts, model.embed_dim, patch))
 
 
 def _add_ia3_(model: nn.Module, cfg: ModelConfig) -> None:
-    for block in model.blocks:
+    for block in _vit_blocks(model, "ia3"):
         block.attn.qkv = IA3QKV(block.attn.qkv)
         block.mlp.fc2 = IA3Input(block.mlp.fc2)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from timm.models.eva import EvaAttention
 from timm.models.vision_transformer import Attention
 
 from lib.config import ExperimentConfig
@@ -44,12 +45,12 @@ def count_macs(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> int:
 
     attention_macs = 0
 
-    def hook(module: Attention, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
+    def hook(module: Attention | EvaAttention, args: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
         nonlocal attention_macs
         b, n, dim = args[0].shape
         attention_macs += 2 * b * n * n * dim
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, Attention)]
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (Attention, EvaAttention))]
     try:
         macs, _ = thop.profile(model, inputs=inputs, verbose=False)
     finally:
