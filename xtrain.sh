@@ -28,8 +28,10 @@ fi
 #   SCRIPT=lorat_ablation bash xtrain.sh large_224_smam large_224_convhead large_224_ostrackhead \
 #     large_224_smam_fft large_224_convhead_fft large_224_ostrackhead_fft
 # Table 9, backbones from timm weight files in pretrained/ (B-224 full fine-tuning in the paper):
-#   SCRIPT=lorat_timm bash xtrain.sh base_224_dinov2_fft base_256_mae_fft base_256_clip_fft \
-#     base_224_dinov2 base_256_mae base_256_clip
+#   SCRIPT=lorat_timm bash xtrain.sh base_224_dinov2_fft base_256_mae_fft base_256_clip_fft base_224_eva02_fft \
+#     base_224_dinov2 base_256_mae base_256_clip base_224_eva02
+#   EVA-02 L/14 (timm's eva02_large_patch14_224.mim_in22k): SCRIPT=lorat_timm bash xtrain.sh large_224_eva02 \
+#     large_224_eva02_fft
 #
 # LoRATv2 (experiments/loratv2/, docs/loratv2.md), two runs per variant: phase 1 (template + 224 search stream), then
 # phase 2 (a new 378 search stream on the frozen phase-1 experts) from phase 1's final checkpoint. Variants: base,

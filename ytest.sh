@@ -20,7 +20,8 @@ RUN="--threads ${THREADS} --num_gpus ${NUM_GPUS} --device ${DEVICE} ${EXTRA}"
 #          (+ large_224_lora_qkvo large_224_lora_mlp large_224_lora_qv_r64 large_224_lora_init_{kaiming,gaussian})
 # Table 5: large_{224,378}_emb_{sinusoidal,separate,shared_types,separate_types_fg}[_fft]
 # Table 6: large_224_{smam,convhead,ostrackhead}[_fft]
-# Table 9: base_224_dinov2[_fft] base_256_mae[_fft] base_256_clip[_fft]
+# Table 9: base_224_dinov2[_fft] base_256_mae[_fft] base_256_clip[_fft] base_224_eva02[_fft]
+#          (+ large_224_dinov2 large_256_mae large_224_clip large_224_eva02, each [_fft])
 # Set VARIANTS="" to run only those.
 # LoRATv2 (experiments/loratv2/, trained by SCRIPT=loratv2 bash xtrain.sh): LoRATV2="p2_base_378 p2_large_378"
 # (phase-1 configs work too). Upstream's suite is LaSOT, TNL2K and VastTrack, one run each; LaSOT-ext (3 runs) and

@@ -21,16 +21,17 @@ DEPTH = 2
 # backbone -> (config, timm architecture as the issue names it, pretrained image size)
 FAMILIES = {"timm_dinov2_vitb14": ("base_224_dinov2", "vit_base_patch14_dinov2", 518),
             "timm_mae_vitb16": ("base_256_mae", "vit_base_patch16_224", 224),
-            "timm_clip_vitb16": ("base_256_clip", "vit_base_patch16_clip_quickgelu_224", 224)}
+            "timm_clip_vitb16": ("base_256_clip", "vit_base_patch16_clip_quickgelu_224", 224),
+            "timm_eva02_vitb14": ("base_224_eva02", "eva02_base_patch14_224", 224)}  # more: tests/test_eva02.py
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def timm_reference(arch: str, seed: int = 3) -> torch.nn.Module:
+def timm_reference(arch: str, seed: int = 3, **kwargs) -> torch.nn.Module:
     """timm's own model, random weights drawn under `seed` and every tensor (biases, norms too) perturbed."""
     torch.manual_seed(seed)
-    model = timm.create_model(arch, pretrained=False, num_classes=0, depth=DEPTH).eval()
+    model = timm.create_model(arch, pretrained=False, num_classes=0, depth=DEPTH, **kwargs).eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
@@ -145,3 +146,7 @@ def test_wrong_family_file_is_refused(tmp_path, shallow_specs):
         load_timm_weights(build_vit(VIT_SPECS["timm_dinov2_vitb14"]), path)
     with pytest.raises(ValueError, match="missing"):  # same grid, but CLIP has norm_pre the MAE file lacks
         load_timm_weights(build_vit(VIT_SPECS["timm_clip_vitb16"]), path)
+    vit_b14 = timm_reference("vit_base_patch14_dinov2", img_size=224)  # EVA-02's 16 x 16 grid, ViT blocks
+    path = write_weights(vit_b14, tmp_path / "vit_b14.safetensors")
+    with pytest.raises(ValueError, match=r"missing: \[.*blocks\.0\.attn\.k_proj\.weight"):
+        load_timm_weights(build_vit(VIT_SPECS["timm_eva02_vitb14"]), path)
