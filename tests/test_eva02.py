@@ -14,7 +14,7 @@ import pytest
 import timm
 import torch
 from safetensors.torch import save_file
-from timm.layers import RotaryEmbeddingCat
+from timm.layers import DropPath, RotaryEmbeddingCat
 from torch import nn
 
 from lib.config import apply_overrides, load_experiment
@@ -115,6 +115,14 @@ def test_training_build_trains_exactly_lora_token_types_and_head(shallow):
 
     fft = build_model(cfg_of("base_224_eva02_fft"), training=True)
     assert all(p.requires_grad for p in fft.parameters())
+
+
+def test_large_drop_path_is_the_projects_uniform_rate(shallow):
+    """L-224's drop path 0.1 in every EVA block, as for the other backbones (lib/models `_uniform_drop_path_`;
+    upstream's timm build ramps it linearly instead)."""
+    model = build_model(cfg_of("large_224_eva02"), training=True)
+    assert all(isinstance(m, DropPath) and m.drop_prob == 0.1
+               for block in model.blocks for m in (block.drop_path1, block.drop_path2))
 
 
 def test_a_training_step_moves_exactly_the_trainable_tensors(shallow):
