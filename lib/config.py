@@ -121,6 +121,15 @@ class ModelConfig:
         return VIT_SPECS[self.backbone].patch_size
 
     @property
+    def pixel_stats(self) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """RGB mean and std (pixels in [0, 1]) the backbone was pretrained with: ImageNet's, or OpenAI CLIP's for
+        the CLIP and EVA-02 backbones. Training and tracking normalise crops with these."""
+        from lib.models.backbone import VIT_SPECS
+        from lib.utils.image import NORMALIZATIONS
+
+        return NORMALIZATIONS[VIT_SPECS[self.backbone].normalization]
+
+    @property
     def template_feat_size(self) -> int:
         return self.template_size // self.patch_size
 

@@ -117,12 +117,18 @@ def test_training_build_trains_exactly_lora_token_types_and_head(shallow):
     assert all(p.requires_grad for p in fft.parameters())
 
 
-def test_large_drop_path_is_the_projects_uniform_rate(shallow):
-    """L-224's drop path 0.1 in every EVA block, as for the other backbones (lib/models `_uniform_drop_path_`;
-    upstream's timm build ramps it linearly instead)."""
+def test_large_drop_path_ramps_linearly_over_depth_as_upstreams_timm_build(shallow):
+    """L-224's drop path 0.1 is timm's linear ramp, 0 in the first block to 0.1 in the last (upstream builds timm
+    backbones with `drop_path_rate`), not the uniform rate of the Meta DINOv2 backbones."""
     model = build_model(cfg_of("large_224_eva02"), training=True)
-    assert all(isinstance(m, DropPath) and m.drop_prob == 0.1
-               for block in model.blocks for m in (block.drop_path1, block.drop_path2))
+    depth = len(model.blocks)
+    for i, block in enumerate(model.blocks):
+        rate = 0.1 * i / (depth - 1)
+        for m in (block.drop_path1, block.drop_path2):
+            if i == 0:
+                assert isinstance(m, torch.nn.Identity)
+            else:
+                assert isinstance(m, DropPath) and m.drop_prob == pytest.approx(rate)
 
 
 def test_a_training_step_moves_exactly_the_trainable_tensors(shallow):

@@ -150,3 +150,25 @@ def test_wrong_family_file_is_refused(tmp_path, shallow_specs):
     path = write_weights(vit_b14, tmp_path / "vit_b14.safetensors")
     with pytest.raises(ValueError, match=r"missing: \[.*blocks\.0\.attn\.k_proj\.weight"):
         load_timm_weights(build_vit(VIT_SPECS["timm_eva02_vitb14"]), path)
+
+
+@pytest.mark.parametrize("config, mean, std", [
+    # upstream config/LoRAT_timm/{dinov2,mae}: normalization "imagenet"; {clip,eva02}: "openai_clip"
+    # (trackit/core/transforms/dataset_norm_stats.py); the constants as published by torchvision and OpenAI CLIP
+    ("base_224_dinov2", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("base_256_mae", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("base_256_clip", (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+    ("base_224_eva02", (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)),
+])
+def test_training_and_tracking_crops_use_the_backbones_pixel_statistics(config, mean, std):
+    from lib.test.tracker.lorat import Normaliser
+    from lib.train.run_training import make_processing
+
+    cfg = load_experiment("lorat_timm", config)
+    pixel = (200, 100, 30)
+    expected = torch.tensor([(v / 255 - m) / s for v, m, s in zip(pixel, mean, std)]).view(3, 1, 1)
+    image = torch.tensor(pixel, dtype=torch.uint8).expand(4, 4, 3).numpy()
+    training = torch.from_numpy(make_processing(cfg).normalise(image))
+    torch.testing.assert_close(training, expected.expand(3, 4, 4), rtol=0, atol=1e-5)
+    tracking = Normaliser(torch.device("cpu"), cfg.model.pixel_stats)(image.astype("float32"), torch.empty(3, 4, 4))
+    torch.testing.assert_close(tracking, expected.expand(3, 4, 4), rtol=0, atol=1e-5)

@@ -95,11 +95,13 @@ def build_lorat(cfg: ExperimentConfig, training: bool = False, backbone_weights:
                           f"remove it or use --script loratv2")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        vit = create_vit(cfg.model.backbone)
+        uniform = VIT_SPECS[cfg.model.backbone].drop_path_schedule == "uniform"
+        vit = create_vit(cfg.model.backbone, 0.0 if uniform else cfg.model.drop_path)  # timm ramps it linearly
         if backbone_weights is not None:
             load_backbone_weights(vit, cfg.model.backbone,
                                   resolve_backbone_weights(cfg.model.backbone, backbone_weights))
-        _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
+        if uniform:
+            _uniform_drop_path_(vit.blocks, cfg.model.drop_path)
         model = LoRAT(vit, cfg.model.template_feat_size, cfg.model.search_feat_size,
                       VIT_SPECS[cfg.model.backbone].pos_embed, cfg.model.head, cfg.model.attention,
                       cfg.model.embedding)

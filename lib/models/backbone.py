@@ -44,6 +44,10 @@ class ViTSpec:
     # The same weights on Hugging Face as a timm tag, saved as pretrained/<tag>.safetensors: used when
     # `weights_file` is absent (the "meta_or_timm" format reads both layouts)
     timm_alternative: str | None = None
+    normalization: str = "imagenet"  # key of lib.utils.image.NORMALIZATIONS: the pixel statistics of pretraining
+    # Stochastic depth over the blocks: "uniform" (the same rate in every block, as upstream's Meta DINOv2 code) or
+    # "linear" (timm's ramp from 0 to the rate, as upstream's timm-backbone builds)
+    drop_path_schedule: str = "uniform"
 
 
 def _meta(name: str, folder: str | None = None) -> dict[str, str]:
@@ -56,7 +60,7 @@ def _timm(tag: str, patch_size: int) -> dict[str, object]:
     pretrained/<tag>.safetensors (or the repo's `pytorch_model.bin` as pretrained/<tag>.bin)."""
     return {"weights_file": f"{tag}.safetensors", "weights_format": "timm", "patch_size": patch_size,
             "weights_url": f"https://huggingface.co/timm/{tag}/resolve/main/model.safetensors", "img_size": None,
-            "pos_embed": "crop"}
+            "pos_embed": "crop", "drop_path_schedule": "linear"}
 
 
 VIT_SPECS: dict[str, ViTSpec] = {
@@ -81,14 +85,16 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "timm_dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_timm("vit_base_patch14_dinov2.lvd142m", 14)),
     "timm_mae_vitb16": ViTSpec("vit_base_patch16_224", **_timm("vit_base_patch16_224.mae", 16)),
     "timm_clip_vitb16": ViTSpec("vit_base_patch16_clip_quickgelu_224",
-                                **_timm("vit_base_patch16_clip_quickgelu_224.openai", 16)),
+                                **_timm("vit_base_patch16_clip_quickgelu_224.openai", 16), normalization="openai_clip"),
     "timm_dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", **_timm("vit_large_patch14_dinov2.lvd142m", 14)),
     "timm_mae_vitl16": ViTSpec("vit_large_patch16_224", **_timm("vit_large_patch16_224.mae", 16)),
     "timm_clip_vitl14": ViTSpec("vit_large_patch14_clip_quickgelu_224",
-                                **_timm("vit_large_patch14_clip_quickgelu_224.openai", 14)),
+                                **_timm("vit_large_patch14_clip_quickgelu_224.openai", 14), normalization="openai_clip"),
     # EVA-02 (timm `Eva`, MIM-pretrained on ImageNet-22k; upstream config/LoRAT_timm/eva02): 16 x 16 pos-embed grid
-    "timm_eva02_vitb14": ViTSpec("eva02_base_patch14_224", **_timm("eva02_base_patch14_224.mim_in22k", 14)),
-    "timm_eva02_vitl14": ViTSpec("eva02_large_patch14_224", **_timm("eva02_large_patch14_224.mim_in22k", 14)),
+    "timm_eva02_vitb14": ViTSpec("eva02_base_patch14_224", **_timm("eva02_base_patch14_224.mim_in22k", 14),
+                                 normalization="openai_clip"),
+    "timm_eva02_vitl14": ViTSpec("eva02_large_patch14_224", **_timm("eva02_large_patch14_224.mim_in22k", 14),
+                                 normalization="openai_clip"),
 }
 
 

@@ -80,7 +80,8 @@ def make_processing(cfg: ExperimentConfig) -> LoRATProcessing:
         template_size=(cfg.model.template_size,) * 2, search_size=(cfg.model.search_size,) * 2,
         template_area_factor=cfg.data.template_area_factor, search_area_factor=cfg.data.search_area_factor,
         scale_jitter=cfg.data.scale_jitter, translation_jitter=cfg.data.translation_jitter,
-        min_object_size=cfg.data.min_object_size, reference_streams=references, patch_stride=cfg.model.patch_size)
+        min_object_size=cfg.data.min_object_size, reference_streams=references, patch_stride=cfg.model.patch_size,
+        mean=cfg.model.pixel_stats[0], std=cfg.model.pixel_stats[1])
 
 
 def make_pairs(cfg: ExperimentConfig, entries, samples: int, seed: int, dist: DistInfo, env) -> TrainingPairs:

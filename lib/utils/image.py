@@ -4,14 +4,23 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import cv2
 import numpy as np
 
-# ImageNet statistics of the pretrained backbones (RGB, for pixels scaled to [0, 1]); training and tracking normalise
-# with these.
+# Normalisation statistics of the pretrained backbones (RGB, for pixels scaled to [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Per-channel RGB (0..1) mean and std a backbone was pretrained with (lib.models.backbone.ViTSpec.normalization);
+# upstream's `normalization: imagenet | openai_clip` (trackit/core/transforms/dataset_norm_stats.py).
+NORMALIZATIONS: Mapping[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = MappingProxyType({
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "openai_clip": (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD),
+})
 
 _JPEG_SIGNATURE = b"\xff\xd8"
 # libjpeg's warnings that mean the entropy-coded data is damaged (jerror.h JWRN_*): it still returns an image, with

@@ -14,6 +14,7 @@ A checkpoint of `"random"` runs with random weights (smoke tests and speed bench
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,7 +31,6 @@ from lib.utils import boxes as box_ops
 from lib.utils.crop import (
     crop_and_resize, image_mean, search_params_for_tracking, siamfc_crop_params, template_foreground_mask,
 )
-from lib.utils.image import IMAGENET_MEAN, IMAGENET_STD
 from lib.utils.paths import RunPaths
 from lib.utils.precision import AUTOCAST_DTYPES
 
@@ -60,13 +60,13 @@ def select_prediction(score_map: torch.Tensor, boxes: torch.Tensor, window: torc
 
 
 class Normaliser:
-    """Fused "/255 then ImageNet-normalise" of float32 HxWx3 crops (0..255) into 3xHxW tensors on one device:
-    ``x * 1/(255 std) - mean/std``, one op per crop."""
+    """Fused "/255 then normalise" of float32 HxWx3 crops (0..255) into 3xHxW tensors on one device, with the
+    backbone's statistics (`ModelConfig.pixel_stats`): ``x * 1/(255 std) - mean/std``, one op per crop."""
 
-    def __init__(self, device: torch.device) -> None:
-        std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
+    def __init__(self, device: torch.device, stats: tuple[Sequence[float], Sequence[float]]) -> None:
+        mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in stats)
         self._scale = (1. / (255. * std)).to(device)
-        self._bias = (-torch.tensor(IMAGENET_MEAN, dtype=torch.float32).view(3, 1, 1) / std).to(device)
+        self._bias = (-mean / std).to(device)
         self.device = device
 
     def __call__(self, crop_hwc: np.ndarray, out: torch.Tensor) -> torch.Tensor:
@@ -155,7 +155,7 @@ class LoRATTracker:
         size = cfg.model
         self.engine = build_engine(model, engine, self.device, amp=inference_precision(cfg, self.device.type))
         self.precision = self.engine.precision
-        self._normalise = Normaliser(self.device)
+        self._normalise = Normaliser(self.device, cfg.model.pixel_stats)
         self._window = hann_window_2d(size.search_feat_size, size.search_feat_size).to(self.device)
         self._search = torch.empty((1, 3, size.search_size, size.search_size), device=self.device)
         self._crop_scale = np.array([size.search_size, size.search_size] * 2, dtype=np.float32)

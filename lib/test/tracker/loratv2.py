@@ -101,7 +101,7 @@ class LoRATv2Tracker:
             cast_parameters(model, self.dtype, self.device)
         self._phase = cfg.model.loratv2.phase
         self._last = len(cfg.model.search_sizes) - 1  # the stream tracked every frame; 0..last-1 are references
-        self._normalise = Normaliser(self.device)
+        self._normalise = Normaliser(self.device, cfg.model.pixel_stats)
         feat = cfg.model.search_feat_size
         self._window = hann_window_2d(feat, feat).to(self.device)
         self._crop_scale = np.array([cfg.model.search_size] * 4, dtype=np.float32)
