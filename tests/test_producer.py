@@ -109,8 +109,20 @@ def test_engine_is_recorded_and_another_engine_is_another_producer(tmp_path):
     assert producer_differences(eager, int8) == ["engine: eager -> int8", "precision: fp32 -> int8"]
     results_dir = tmp_path / "results"
     claim_results_dir(results_dir, eager)
+    (results_dir / "seq.txt").write_text("1,2,3,4\n")  # eager has finished a sequence
     with pytest.raises(ResultsConflictError, match="engine: eager -> int8"):
         claim_results_dir(results_dir, int8)
+
+
+def test_a_record_without_results_is_replaced(tmp_path):
+    """A run that failed before finishing any sequence (e.g. on a checkpoint that does not load) leaves only its
+    record: the corrected command claims the folder instead of being refused (nothing would be mixed)."""
+    first = producer_record(_lorat_spec(tmp_path, b"weights A"))
+    second = producer_record(_lorat_spec(tmp_path, b"weights B"))
+    results_dir = tmp_path / "results"
+    claim_results_dir(results_dir, first)
+    claim_results_dir(results_dir, second)
+    assert read_producer(results_dir)["checkpoint_sha256"] == second["checkpoint_sha256"]
 
 
 def test_record_written_before_engines_reads_as_eager(tmp_path):
@@ -138,6 +150,7 @@ def test_record_written_before_a_new_config_option_is_the_same_producer(tmp_path
     old = json.loads(json.dumps(current))
     del old["config"]["model"]["head"]  # as written before the head became configurable
     (tmp_path / "producer.json").write_text(json.dumps(old))
+    (tmp_path / "seq.txt").write_text("1,2,3,4\n")
     claim_results_dir(tmp_path, current)  # resumed, not refused
     changed = json.loads(json.dumps(current))
     changed["config"]["model"]["head"] = "conv"

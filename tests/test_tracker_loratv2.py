@@ -38,7 +38,7 @@ from lib.utils import boxes as box_ops
 from lib.utils.crop import (crop_and_resize, image_mean, search_params_for_tracking, siamfc_crop_params,
                             template_foreground_mask)
 from lib.utils.synthetic import SyntheticSpec, generate_sequence, write_got10k
-from test_eval_helpers import make_env
+from test_eval_helpers import make_env, make_got10k_split, write_local_file
 from test_tracker_lorat import FRAME_W, pixels, ramp_frame, recover_map
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -432,7 +432,7 @@ def test_base_checkpoint_is_recorded_and_only_for_loratv2(tmp_path):
     assert spec_from_args(parser.parse_args(spec_arguments(spec))) == spec
 
 
-def test_official_phase2_release_with_its_phase1_file(tmp_path):
+def test_official_phase2_release_with_its_phase1_file(tmp_path, run_cli):
     """Upstream's two trainable-only files through the tracker spec (and the Python API), and this project's
     self-contained export of the same model through `Tracker.from_checkpoint` with no names."""
     from test_loratv2_model import meta_reg4_state, perturb_trainable_
@@ -457,6 +457,20 @@ def test_official_phase2_release_with_its_phase1_file(tmp_path):
         torch.testing.assert_close(tracker.model(z, xs, mask), p2(z, xs, mask), rtol=1e-5, atol=1e-5)
     with pytest.raises(CheckpointError, match="base_checkpoint"):
         build_tracker(dataclasses.replace(spec, base_checkpoint=None))
+
+    # the same two files through tracking/test.py: --base_checkpoint reaches the tracker and producer.json
+    make_got10k_split(tmp_path / "got10k", "val", {"v1": 3})
+    env = make_env(tmp_path, got10k_path=str(tmp_path / "got10k"))
+    write_local_file(tmp_path / "local.py", env)
+    command = ("test", "loratv2", "demo_p2", "--dataset_name", "got10k_val", "--env_file", str(tmp_path / "local.py"),
+               "--checkpoint", p2_file, "--backbone_weights", str(backbone))
+    alone = run_cli(*command)
+    assert alone.returncode == 1 and "base_checkpoint" in alone.stderr
+    cli = run_cli(*command, "--base_checkpoint", p1_file)
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    assert f"after {p1_file}" in cli.stdout
+    producer = read_producer(tmp_path / "out" / "test" / "tracking_results" / "loratv2" / "demo_p2")
+    assert producer["base_checkpoint"] == p1_file
 
     frames, gt, _ = SEQUENCE
     api = Tracker.from_checkpoint(p2_file, script="loratv2", config="demo_p2", backbone_weights=str(backbone),

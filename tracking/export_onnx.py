@@ -5,7 +5,8 @@
 
 Weights resolve as in tracking/test.py: a checkpoint holding only LoRA/head weights (official releases) is loaded
 on the config's pretrained backbone file (or --backbone_weights). The graph takes `z` (B,3,Hz,Wz) and `x`
-(B,3,Hx,Wx) float32 ImageNet-normalised crops and `z_feat_mask` (B,hz,wz) int64, and returns `score_map` and
+(B,3,Hx,Wx) float32 crops, normalised with the backbone's statistics (ImageNet's; OpenAI CLIP's for CLIP and
+EVA-02), and `z_feat_mask` (B,hz,wz) int64, and returns `score_map` and
 `boxes` in float32 (lib/models/onnx_export.py). `--fp16` stores fp16 weights and computes in fp16 inside the graph
 (for GPUs; ONNX Runtime's CPU kernels are slow in fp16). The export is checked by running it in ONNX Runtime on
 random inputs next to the fp32 PyTorch model; the largest output difference is printed.

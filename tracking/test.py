@@ -25,7 +25,7 @@ from lib.test.evaluation.datasets import dataset_names, get_dataset
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import ResultsConflictError, tracker_results_dir
 from lib.test.evaluation.running import run_dataset
-from lib.test.tracker import TRACKER_BUILDERS, add_tracker_arguments, resolve_spec
+from lib.test.tracker import TRACKER_BUILDERS, add_tracker_arguments, spec_from_args
 from lib.utils.device import check_gpu_count, resolve_device
 
 
@@ -72,16 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(args.device)
         if args.device == "cuda":
             check_gpu_count(args.num_gpus)
-        spec = resolve_spec(args.script, args.config, args.checkpoint, args.backbone_weights, args.device,
-                            env.save_dir, args.engine)
+        spec = spec_from_args(args, env.save_dir)
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     except (ValueError, FileNotFoundError) as exc:  # DeviceError, ConfigError, CheckpointError are ValueErrors
         raise SystemExit(f"error: {exc}") from None
     print(f"{args.script}/{args.config} on {args.dataset_name}: {len(sequences)} sequences -> {results_dir}")
     if spec.checkpoint is not None:
+        base = f" after {spec.base_checkpoint}" if spec.base_checkpoint else ""
         backbone = f" on backbone {spec.backbone_weights}" if spec.backbone_weights else ""
-        print(f"weights: {spec.checkpoint}{backbone}")
+        print(f"weights: {spec.checkpoint}{base}{backbone}")
     try:
         report = run_dataset(spec, sequences, results_dir, args.threads, args.num_gpus, force=args.force,
                              batch_sequences=args.batch_sequences)

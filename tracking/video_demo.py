@@ -22,7 +22,7 @@ import numpy as np
 from lib.test.evaluation.datasets import list_images
 from lib.test.evaluation.environment import env_settings
 from lib.test.evaluation.results import format_boxes
-from lib.test.tracker import TRACKER_BUILDERS, add_tracker_arguments, build_tracker, resolve_spec, tracker_kind
+from lib.test.tracker import TRACKER_BUILDERS, add_tracker_arguments, build_tracker, spec_from_args, tracker_kind
 from lib.utils.device import resolve_device
 from lib.utils.image import read_image
 from lib.utils.io import atomic_write_text
@@ -111,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         resolve_device(args.device)
         needs_save_dir = args.checkpoint is None and tracker_kind(args.script).learned
         save_dir = env_settings(args.env_file).save_dir if needs_save_dir else None
-        tracker = build_tracker(resolve_spec(args.script, args.config, args.checkpoint, args.backbone_weights,
-                                             args.device, save_dir, args.engine))
+        tracker = build_tracker(spec_from_args(args, save_dir))
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     except (ValueError, FileNotFoundError) as exc:  # DeviceError, ConfigError, CheckpointError are ValueErrors

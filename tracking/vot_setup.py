@@ -26,7 +26,7 @@ from lib.test.integrations.vot_workspace import (
     register_tracker,
     tracker_command,
 )
-from lib.test.tracker import add_tracker_arguments, resolve_spec
+from lib.test.tracker import add_tracker_arguments, spec_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=None, help="create the toolkit's virtual environment here")
     args = parser.parse_args(argv)
     try:
-        spec = resolve_spec(args.script, args.config, checkpoint=args.checkpoint,
-                            backbone_weights=args.backbone_weights, device=args.device, engine=args.engine)
+        spec = spec_from_args(args)
     except (ValueError, KeyError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -220,8 +220,10 @@ def _result_files(results_dir: Path) -> list[Path]:
 def claim_results_dir(results_dir: Path, producer: dict[str, Any], force: bool = False) -> None:
     """Make `results_dir` the home of `producer`'s results before anything is tracked.
 
-    A folder of the same producer is kept (finished sequences are resumed). A folder of another producer, or with
-    results but no record, is an error naming the differences and the way out; `force` deletes it first.
+    A folder of the same producer is kept (finished sequences are resumed). A folder holding results of another
+    producer, or results without a record, is an error naming the differences and the way out; `force` deletes it
+    first. A record without any result (a run that failed before finishing a sequence, e.g. on a wrong checkpoint)
+    is replaced: there is nothing to mix.
     """
     results_dir = Path(results_dir)
     if force:
@@ -232,7 +234,7 @@ def claim_results_dir(results_dir: Path, producer: dict[str, Any], force: bool =
         if existing is not None and not producer_differences(existing, producer):
             return
         found = _result_files(results_dir) if results_dir.is_dir() else []
-        if existing is not None:
+        if existing is not None and found:
             what = (f"results of another producer: {describe_producer(existing)}\nDifferences (folder -> this run):\n  "
                     + "\n  ".join(producer_differences(existing, producer)))
         elif found:
