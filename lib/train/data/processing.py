@@ -218,7 +218,7 @@ class LoRATProcessing:
         return image
 
     def normalise(self, image: np.ndarray) -> np.ndarray:
-        """uint8 ``HxWx3`` -> float32 ``3xHxW`` ImageNet-normalised."""
+        """uint8 ``HxWx3`` -> float32 ``3xHxW`` normalised with the backbone's mean and std."""
         out = np.empty((3, *image.shape[:2]), dtype=np.float32)
         for c in range(3):
             out[c] = self.normalise_lut[c][image[..., c]]
