@@ -221,3 +221,27 @@ def _track_and_score(checkpoint: Path) -> None:
         gts.append(SequenceGT(f"seq{index}", boxes))
     scores = evaluate_ope(results, gts)
     assert 0.0 <= scores["AUC"] <= 100.0 and np.isfinite(scores["Precision"])
+
+
+def test_phase2_on_two_gloo_ranks_equals_one_process(tmp_path, env_file, one_thread, phase1):
+    """DDP as for LoRAT: `tracking/train.py --mode multiple --nproc_per_node 2` (torchrun, gloo) trains phase 2 to
+    the weights of the single-process run (each rank takes half of every global batch; the loss is normalised by the
+    positives of all ranks)."""
+    from script_helpers import tracking_script
+    from test_train import _group_env, _run_process_group
+
+    launcher = tracking_script("train")
+    args, rest = launcher.parse_args(
+        ["--script", "loratv2", "--config", "demo_p2", "--mode", "multiple", "--nproc_per_node", "2",
+         "--save_dir", str(tmp_path / "ddp"), "--env_file", str(env_file), "--cpu",
+         "--init_checkpoint", str(phase1.final_export("demo_p1")), "--set", *FAST])
+    done = _run_process_group(launcher.build_command(args, rest), _group_env())
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _phase2(tmp_path / "single", env_file, phase1) == 0
+    a = torch.load(RunPaths.for_run(tmp_path / "single", "loratv2", "demo_p2").checkpoint(1), weights_only=True)
+    b = torch.load(RunPaths.for_run(tmp_path / "ddp", "loratv2", "demo_p2").checkpoint(1), weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    for key in a["model"]:
+        torch.testing.assert_close(b["model"][key], a["model"][key], rtol=0, atol=1e-5, msg=key)
+    moved = build_model(_cfg("demo_p2"), training=True).state_dict()
+    assert any(not torch.equal(moved[k], a["model"][k]) for k in a["model"] if k in moved)  # training changed them
