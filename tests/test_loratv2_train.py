@@ -75,9 +75,9 @@ def test_schedule_ends_at_lr_min_5e_6():
         assert (train.lr, train.min_lr, train.weight_decay, train.epochs) == (1e-4, 5e-6, 0.1, 170)
 
 
-def _trainer(tmp_path: Path, env_file: Path, config: str) -> Trainer:
+def _trainer(tmp_path: Path, env_file: Path, config: str, extra: tuple[str, ...] = ()) -> Trainer:
     """An in-process Trainer doing one iteration of 4 samples on the demo data (no checkpoints written)."""
-    cfg = _cfg(config, ("data.samples_per_epoch=4",))
+    cfg = _cfg(config, ("data.samples_per_epoch=4", *extra))
     dist = DistInfo(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"))
     pairs = run_training.make_pairs(cfg, cfg.data.train, cfg.data.samples_per_epoch, cfg.train.seed, dist,
                                     env_settings(str(env_file)))
@@ -99,6 +99,16 @@ def test_one_training_step_moves_exactly_the_trainable_parameters(tmp_path, env_
     if config == "demo_p2":  # the frozen template and reference experts did not move
         assert all(int(m["expert"]) == 2 for k in changed if (m := LORA.match(k)))
         assert not {k for k in changed if re.match(r"^blocks\.\d+\.\S+\.[01]\.", k)}
+
+
+def test_bf16_autocast_step_runs_close_to_fp32(tmp_path, env_file, one_thread):
+    """AMP as for LoRAT: the chunked attention and the LoRA experts under bf16 autocast (no gradient scaler)."""
+    fp32 = _trainer(tmp_path / "fp32", env_file, "demo_p2").train_epoch(0)
+    trainer = _trainer(tmp_path / "bf16", env_file, "demo_p2", ("train.amp=bf16",))
+    bf16 = trainer.train_epoch(0)
+    assert not trainer.scaler.is_enabled() and "loss_scale" not in bf16
+    assert bf16["loss"] != fp32["loss"]  # autocast really ran in bfloat16
+    assert bf16["loss"] == pytest.approx(fp32["loss"], rel=0.02)
 
 
 def test_phase2_without_the_phase1_checkpoint_is_an_error(tmp_path, env_file):
