@@ -2,7 +2,8 @@
 
     python -m benchmarks.model_speed [--variants small_224 base_224] [--device cpu|cuda] [--dtype fp32|fp16|bf16]
                                      [--runs N] [--warmup N] [--threads N] [--upstream /path/to/LoRAT-checkout]
-    python -m benchmarks.model_speed --variants base_224 --threads 2 --engines eager bf16 fp16 int8 onnxruntime
+    python -m benchmarks.model_speed --variants base_224 --threads 2 --engines eager bf16 fp16 int8 onnxruntime \
+                                     [--upstream /path/to/LoRAT-checkout]
 
 Batch 1, images filled with 0.5 and an all-foreground template mask (upstream's profiling input). With
 `--upstream`, the official `LoRAT_DINOv2` is imported from that checkout (nothing of it is copied here), given this
@@ -12,7 +13,8 @@ process, alternating call by call so that machine load affects both alike.
 With `--engines` the inference engines of lib/models/engines.py are timed side by side in the same way (one call
 each in turn), next to each engine's largest score-map and box deviation from fp32 eager on random inputs (random
 weights with O(1) LayerScale gammas, so that every block shapes the output). An engine this machine cannot run is
-listed with the reason.
+listed with the reason. Adding `--upstream` puts the official model (same weights) in the same rotation under its
+fastest CPU path, bf16 autocast (fp16 autocast on a GPU), and prints every engine's speed-up over it.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from torch import nn
 
 from lib.config import ExperimentConfig, load_experiment
 from lib.models import build_model
-from lib.models.engines import ENGINE_NAMES, EngineError, build_engine
+from lib.models.engines import ENGINE_NAMES, EngineError, TorchEngine, build_engine
 from lib.models.onnx_export import random_inputs
 from lib.models.profile import measure_latency, sample_inputs
 
@@ -109,8 +111,12 @@ def describe(label: str, times_ms: list[float]) -> str:
     return f"{label}: median {statistics.median(times_ms):8.2f} ms, mean {mean:8.2f} ms, {1000.0 / mean:7.1f} FPS"
 
 
-def compare_engines(cfg: ExperimentConfig, names: list[str], device: torch.device, warmup: int, runs: int) -> None:
-    """Latency of each engine (interleaved call by call) and its largest output deviation from fp32 eager."""
+def compare_engines(cfg: ExperimentConfig, names: list[str], device: torch.device, warmup: int, runs: int,
+                    upstream: Path | None = None, upstream_amp: str = "bf16") -> None:
+    """Latency of each engine (interleaved call by call) and its largest output deviation from fp32 eager. With
+    `upstream`, the official model with the same weights takes its turn too, under `upstream_amp` autocast (its
+    fastest CPU path is bf16 autocast, its GPU profiling setting fp16), and each engine's speed-up over it is
+    printed."""
     model = build_model(cfg, training=False)
     randomise_layer_scale_(model)
     model = model.to(device)
@@ -118,20 +124,23 @@ def compare_engines(cfg: ExperimentConfig, names: list[str], device: torch.devic
     with torch.inference_mode():
         reference = model(*check)
     engines, deviations = [], []
+    if upstream is not None:
+        official = build_upstream(upstream.resolve(), cfg, model).to(device)
+        engines.append(TorchEngine(official, device, f"official {upstream_amp}", upstream_amp, amp=upstream_amp))
     for name in names:
         try:
-            engine = build_engine(model, name, device)
+            engines.append(build_engine(model, name, device))
         except EngineError as exc:
             print(f"  {name:12s} unavailable: {exc}")
-            continue
+    for engine in engines:
         out = engine(*check)
         deviations.append({k: (out[k] - reference[k].float()).abs().max().item() for k in ("score_map", "boxes")})
-        engines.append(engine)
     times = interleaved_latency(engines, sample_inputs(cfg, 1, str(device)), "fp32", warmup, runs)
-    eager_ms = statistics.median(times[0]) if engines and engines[0].name == "eager" else None
+    medians = {engine.name: statistics.median(t) for engine, t in zip(engines, times)}
+    baselines = [name for name in ("eager", f"official {upstream_amp}") if name in medians]
     for engine, engine_ms, deviation in zip(engines, times, deviations):
-        speedup = f", {eager_ms / statistics.median(engine_ms):4.2f}x eager" if eager_ms else ""
-        print(f"  {describe(f'{engine.name:12s}', engine_ms)}{speedup}; max deviation from fp32 eager: score map "
+        speedups = "".join(f", {medians[b] / medians[engine.name]:4.2f}x {b}" for b in baselines if b != engine.name)
+        print(f"  {describe(f'{engine.name:16s}', engine_ms)}{speedups}; max deviation from fp32 eager: score map "
               f"{deviation['score_map']:.2e}, boxes {deviation['boxes']:.2e}")
 
 
@@ -164,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_experiment("lorat", variant)
         if args.engines:
             print(f"{variant}:")
-            compare_engines(cfg, args.engines, device, warmup, runs)
+            compare_engines(cfg, args.engines, device, warmup, runs, args.upstream,
+                            "fp16" if device.type == "cuda" else "bf16")
             continue
         ours = build_model(cfg, training=False)
         inputs = sample_inputs(cfg, 1, args.device)
