@@ -147,12 +147,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset by `name`, or your own folder: `name` (any label), `format` and `root` together."""
+    """A registered dataset by `name`, or your own folder: `name` (any label), `format` and `root` together (plus
+    its packed copy `lmdb` for data.use_lmdb)."""
 
     name: str  # key of lib.train.dataset.TRAIN_DATASETS, or the label of a custom dataset
     weight: float = 1.0
     format: Optional[Annotated[str, OneOf("lib.datasets:FORMATS")]] = None  # on-disk layout of a custom dataset
     root: Optional[str] = None  # folder of a custom dataset
+    lmdb: Optional[str] = None  # LMDB of a custom dataset (tracking/build_lmdb.py), read when data.use_lmdb is set
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from test_eval_helpers import (
 from lib.config import DatasetEntry, apply_overrides, load_experiment
 from lib.test.evaluation.datasets import get_dataset
 from lib.train import run_training
-from lib.train.admin.environment import TRAIN_FIELDS, EnvironmentSettings
+from lib.train.admin.environment import TRAIN_FIELDS, EnvironmentSettings, env_settings
 from lib.train.dataset import build_train_dataset
 from lib.utils.distributed import DistInfo
 from lib.utils.synthetic import SyntheticSpec, write_got10k
@@ -189,3 +189,79 @@ def test_make_pairs_reads_a_data_entry_with_its_own_folder_and_format(folders):
     pairs = run_training.make_pairs(cfg, cfg.data.train, 4, 0, dist, _train_env())
     assert [d.num_sequences() for d in pairs.sampler.datasets] == [2]
     assert pairs[0]["x"].shape == (3, cfg.model.search_size, cfg.model.search_size)
+
+
+def _write_train_local(path: Path, custom: dict) -> None:
+    """A training local.py with every path field empty and the given custom_datasets."""
+    lines = ["class EnvironmentSettings:", "    def __init__(self):"]
+    lines += [f"        self.{name} = ''" for name in TRAIN_FIELDS]
+    lines.append(f"        self.custom_datasets = {custom!r}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _assert_same_training_data(a, b) -> None:
+    """Same sequences, boxes, validity, cover levels and decoded frames."""
+    assert a.num_sequences() == b.num_sequences() > 0
+    for i in range(a.num_sequences()):
+        sa, sb = a.sequence(i), b.sequence(i)
+        assert (sa.name, sa.frame_count, len(sa.tracks)) == (sb.name, sb.frame_count, len(sb.tracks))
+        for ta, tb in zip(sa.tracks, sb.tracks):
+            np.testing.assert_array_equal(ta.boxes, tb.boxes)
+            np.testing.assert_array_equal(ta.valid, tb.valid)
+            assert (ta.cover is None) == (tb.cover is None)
+            if ta.cover is not None:
+                np.testing.assert_array_equal(ta.cover, tb.cover)
+        for f in range(sa.frame_count):
+            np.testing.assert_array_equal(a.read_frame(i, f), b.read_frame(i, f))
+
+
+@pytest.mark.parametrize("layout", ["got10k", "lasot"])
+def test_a_custom_dataset_trains_from_its_lmdb(folders, tmp_path, run_cli, layout):
+    root, packed = tmp_path / "my_drones", tmp_path / "my_drones_lmdb"
+    shutil.copytree(folders[layout], root)
+    local = tmp_path / "train_local.py"
+    _write_train_local(local, {"my_drones": {"format": layout, "root": str(root), "lmdb": str(packed)}})
+    result = run_cli("build_lmdb", "--custom", "my_drones", "--local", str(local))
+    assert result.returncode == 0, result.stderr
+    assert f"into {packed}" in result.stdout and (packed / "data.mdb").is_file()
+    shutil.rmtree(root)  # the LMDB alone must do
+    env = env_settings(str(local))
+    from_lmdb = build_train_dataset("my_drones", env, use_lmdb=True)
+    assert from_lmdb.frame_location(0, 0).startswith(f"{packed}[")  # an LMDB key, not a file
+    from_folder = build_train_dataset(DatasetEntry("my_drones", 1.0, layout, str(folders[layout])), _train_env())
+    _assert_same_training_data(from_folder, from_lmdb)
+    # The same LMDB named by an experiment's data entry (`lmdb` beside `root`).
+    cfg = apply_overrides(load_experiment("lorat", "demo"), [
+        f"data.train=[{{name: mine, format: {layout}, root: {root}, lmdb: {packed}, weight: 1}}]"])
+    assert cfg.data.train == (DatasetEntry("mine", 1.0, layout, str(root), str(packed)),)
+    _assert_same_training_data(from_folder, build_train_dataset(cfg.data.train[0], _train_env(), use_lmdb=True))
+
+
+def test_use_lmdb_without_a_declared_lmdb_is_a_clear_error(folders, tmp_path, run_cli):
+    env = _train_env(my_drones={"format": "got10k", "root": str(folders["got10k"])})
+    with pytest.raises(ValueError, match=r"custom dataset 'my_drones' declares no LMDB, and data.use_lmdb is set: "
+                                         r"add 'lmdb'.*build_lmdb.py --custom my_drones"):
+        build_train_dataset("my_drones", env, use_lmdb=True)
+    with pytest.raises(ValueError, match="custom dataset 'mine' declares no LMDB"):
+        build_train_dataset(DatasetEntry("mine", 1.0, "got10k", str(folders["got10k"])), _train_env(), use_lmdb=True)
+    with pytest.raises(ValueError, match="needs both 'format' and 'root'"):
+        build_train_dataset(DatasetEntry("mine", 1.0, lmdb=str(tmp_path)), _train_env())
+    with pytest.raises(FileNotFoundError, match=r"nowhere_lmdb does not exist or is not an LMDB.*--custom NAME"):
+        entry = DatasetEntry("mine", 1.0, "got10k", str(folders["got10k"]), str(tmp_path / "nowhere_lmdb"))
+        build_train_dataset(entry, _train_env(), use_lmdb=True)
+    with pytest.raises(ValueError, match="non-empty string 'lmdb'"):
+        build_train_dataset("x", _train_env(x={"format": "got10k", "root": "/r", "lmdb": ""}))
+    with pytest.raises(ValueError, match=r"and optionally 'lmdb'"):
+        build_train_dataset("x", _train_env(x={"format": "got10k", "root": "/r", "lmbd": "/l"}))
+
+    local = tmp_path / "train_local.py"
+    _write_train_local(local, {"my_drones": {"format": "got10k", "root": str(folders["got10k"])}})
+    result = run_cli("build_lmdb", "--custom", "my_drones", "--local", str(local))
+    assert result.returncode != 0 and "pass --out or set 'lmdb'" in result.stderr
+    result = run_cli("build_lmdb", "--custom", "drones", "--local", str(local))
+    assert result.returncode != 0 and "declares no custom dataset 'drones'" in result.stderr
+    # Evaluation reads the folder and accepts (ignores) a declared lmdb.
+    test_env = make_env(tmp_path)
+    test_env.custom_datasets = {"my_drones": {"format": "got10k", "root": str(folders["got10k"]), "lmdb": "/x"}}
+    names = sorted(p.name for p in folders["got10k"].iterdir() if p.is_dir())
+    assert [s.name for s in get_dataset("my_drones", test_env)] == names and len(names) == 2

@@ -111,26 +111,30 @@ def read_custom(format_name: str, store: Store, label: str) -> list[FolderSequen
 @dataclass(frozen=True)
 class CustomDataset:
     """Where a custom dataset lives and in which layout (an experiment's data entry or local.py's
-    `custom_datasets`)."""
+    `custom_datasets`). Evaluation reads `root`; only training reads `lmdb`."""
 
     format: str
     root: str
+    lmdb: str | None = None  # the folder packed by tracking/build_lmdb.py, for training with data.use_lmdb
 
 
 def parse_custom_datasets(value: object, source: str) -> dict[str, CustomDataset]:
-    """local.py's `custom_datasets = {"my_drones": {"format": "got10k", "root": "/data/my_drones"}}`, checked."""
+    """local.py's `custom_datasets = {"my_drones": {"format": "got10k", "root": "/data/my_drones"}}` (an optional
+    `"lmdb": "/fast/my_drones_lmdb"` beside `root`), checked."""
     example = "custom_datasets = {'my_drones': {'format': 'got10k', 'root': '/data/my_drones'}}"
     if not isinstance(value, dict):
         raise ValueError(f"{source}: custom_datasets must be a dict such as {example}, got {value!r}")
     parsed = {}
     for name, entry in value.items():
-        if not isinstance(name, str) or not isinstance(entry, dict) or set(entry) != {"format", "root"}:
+        if not isinstance(name, str) or not isinstance(entry, dict) or not {"format", "root"} <= set(entry) or \
+                not set(entry) <= {"format", "root", "lmdb"}:
             raise ValueError(f"{source}: custom_datasets entry {name!r} must be {{'format': ..., 'root': ...}} "
-                             f"as in {example}; got {entry!r}")
+                             f"(and optionally 'lmdb': ...) as in {example}; got {entry!r}")
         if entry["format"] not in FORMATS:
             raise ValueError(f"{source}: custom dataset {name!r} has format {entry['format']!r}; use one of: "
                              f"{', '.join(FORMATS)}")
-        if not isinstance(entry["root"], str) or not entry["root"]:
-            raise ValueError(f"{source}: custom dataset {name!r} needs its folder as a non-empty string 'root'")
-        parsed[name] = CustomDataset(entry["format"], entry["root"])
+        for key in ("root", "lmdb"):
+            if key in entry and (not isinstance(entry[key], str) or not entry[key]):
+                raise ValueError(f"{source}: custom dataset {name!r} needs its folder as a non-empty string {key!r}")
+        parsed[name] = CustomDataset(entry["format"], entry["root"], entry.get("lmdb"))
     return parsed

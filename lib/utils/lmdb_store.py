@@ -106,7 +106,7 @@ class LmdbStore(Store):
         if not os.path.isdir(self.path) or not os.path.isfile(os.path.join(self.path, "data.mdb")):
             raise FileNotFoundError(
                 f"LMDB {self.path} does not exist or is not an LMDB folder; build it with "
-                "python tracking/build_lmdb.py --dataset NAME --out DIR"
+                "python tracking/build_lmdb.py (--dataset NAME, --custom NAME, or --root DIR --out LMDB)"
             )
         self._env: lmdb.Environment | None = None
 

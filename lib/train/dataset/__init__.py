@@ -6,7 +6,8 @@ the GOT-10k layout at `<synthetic_dir>/<domain>/<split>`.
 
 Your own data (lib/datasets/custom.py) is named either by an experiment's data entry with `format` and `root`
 (`{name: my_drones, format: got10k, root: /data/my_drones, weight: 1}`) or by a plain name that local.py's
-`custom_datasets` declares. Custom folders are always read from disk (`use_lmdb` applies to registered datasets).
+`custom_datasets` declares. With `use_lmdb` a custom dataset is read from the LMDB it declares beside its root
+(`lmdb`, packed by `tracking/build_lmdb.py --custom NAME`); one that declares none is an error.
 """
 from __future__ import annotations
 
@@ -61,17 +62,33 @@ def _build_synthetic(name: str, env: EnvironmentSettings, use_lmdb: bool) -> Tra
 
 
 def _custom_spec(entry: DatasetEntry | str, env: EnvironmentSettings) -> CustomDataset | None:
-    """The custom folder an entry names (its own `format` + `root`, or local.py's `custom_datasets`), else None."""
-    if isinstance(entry, DatasetEntry) and (entry.format is not None or entry.root is not None):
+    """The custom folder an entry names (its own `format` + `root` [+ `lmdb`], or local.py's `custom_datasets`),
+    else None."""
+    if isinstance(entry, DatasetEntry) and (entry.format, entry.root, entry.lmdb) != (None, None, None):
         if entry.format is None or entry.root is None:
             raise ValueError(f"data entry {entry.name!r}: a custom dataset needs both 'format' and 'root' "
                              f"(e.g. {{name: {entry.name}, format: got10k, root: /data/{entry.name}, weight: 1}})")
-        return CustomDataset(entry.format, entry.root)
+        return CustomDataset(entry.format, entry.root, entry.lmdb)
     name = entry.name if isinstance(entry, DatasetEntry) else entry
     declared = env.custom_dataset(name)
     if declared is not None and (name in TRAIN_DATASETS or is_synthetic_name(name)):
         raise ValueError(f"{env.source}: custom_datasets declares {name!r}, a registered dataset name; rename it")
     return declared
+
+
+def _build_custom(name: str, custom: CustomDataset, env: EnvironmentSettings, use_lmdb: bool) -> TrackingDataset:
+    """A custom dataset from its folder, or from its LMDB with `use_lmdb`."""
+    if not use_lmdb:
+        if not os.path.isdir(custom.root):
+            raise FileNotFoundError(f"custom dataset {name!r}: folder {custom.root} does not exist; fix its 'root'")
+        return CustomFolder(open_store(custom.root, use_lmdb=False), name, custom.format)
+    if custom.lmdb is None:
+        raise ValueError(
+            f"custom dataset {name!r} declares no LMDB, and data.use_lmdb is set: add 'lmdb': '/path/{name}_lmdb' "
+            f"beside its 'root' (in {env.source}'s custom_datasets, or `lmdb:` in the data entry), pack it with "
+            f"`python tracking/build_lmdb.py --custom {name}` (or --root ROOT --out LMDB), or set data.use_lmdb false"
+        )
+    return CustomFolder(open_store(custom.lmdb, use_lmdb=True), name, custom.format)
 
 
 def build_train_dataset(entry: DatasetEntry | str, env: EnvironmentSettings, use_lmdb: bool = False
@@ -81,9 +98,7 @@ def build_train_dataset(entry: DatasetEntry | str, env: EnvironmentSettings, use
     name = entry.name if isinstance(entry, DatasetEntry) else entry
     custom = _custom_spec(entry, env)
     if custom is not None:
-        if not os.path.isdir(custom.root):
-            raise FileNotFoundError(f"custom dataset {name!r}: folder {custom.root} does not exist; fix its 'root'")
-        return CustomFolder(open_store(custom.root, use_lmdb=False), name, custom.format)
+        return _build_custom(name, custom, env, use_lmdb)
     if is_synthetic_name(name):
         return _build_synthetic(name, env, use_lmdb)
     if name not in TRAIN_DATASETS:
