@@ -9,7 +9,7 @@ Fields that older generated files set but nothing reads (`RETIRED_FIELDS`) still
 where that setting lives now, so an edited value is not silently ignored.
 
 Besides the path fields, a local.py may declare `custom_datasets` (your own dataset folders by name, see
-lib/datasets/custom.py); older files without it load with none.
+lib/datasets/custom.py; an entry's optional `lmdb` is read by training only); older files without it load with none.
 
 `PathSettings` and `load_python_file` are shared with `lib/test/evaluation/environment.py`.
 """
@@ -55,7 +55,8 @@ RETIRED_FIELDS: MappingProxyType[str, str] = MappingProxyType({
 
 CUSTOM_DATASETS_FIELD = "custom_datasets"
 CUSTOM_DATASETS_HINT = ("your own dataset folders by name, e.g. {'my_drones': {'format': 'got10k', 'root': "
-                        "'/data/my_drones'}}; formats: lib/datasets/custom.py")
+                        "'/data/my_drones'}}; formats: lib/datasets/custom.py; for training with data.use_lmdb add "
+                        "'lmdb': '/fast/my_drones_lmdb' (tracking/build_lmdb.py --custom my_drones)")
 
 
 class PathSettings:
