@@ -134,5 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+# What a wrong input raises while the run is set up: a bad config or override, a missing file, an unknown dataset,
+# a checkpoint that does not fit.
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)  # ConfigError and CheckpointError are ValueErrors
+
+
+def command_line(argv: list[str] | None = None) -> int:
+    """`main` as `python -m lib.train.run_training` (what tracking/train.py starts) runs it: a wrong input ends with
+    its message and exit status 2, not a traceback that buries the message under library frames."""
+    try:
+        return main(argv)
+    except USER_ERRORS as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) and exc.args else exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command_line())
