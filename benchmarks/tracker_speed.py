@@ -1,11 +1,13 @@
 """Tracker per-frame overhead (crop, normalisation, post-processing, map-back) vs the merged model's forward.
 
     python -m benchmarks.tracker_speed --config base_224 --frames 100 --runs 10   (from the repository root)
+    python -m benchmarks.tracker_speed --config base_224 --engines eager bf16 int8
 
-The forward is timed alone (random weights, batch 1, fp32 on CPU). The overhead is timed by running the real
+The forward is timed alone (random weights, batch 1, on CPU) for each inference engine (lib/models/engines.py) named
+with `--engines` (default: eager, fp32). The overhead is timed by running the real
 `LoRATTracker` on 1280x720 frames with a stand-in model that returns a precomputed output instantly (score
 peaked at the centre cell, box at the crop centre with the state's size), so everything measured is tracker
-work. Target: overhead below 10% of the forward.
+work. Target: overhead below 5% of each engine's forward.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from torch import nn
 
 from lib.config import ExperimentConfig, load_experiment
 from lib.models import build_model
+from lib.models.engines import ENGINE_NAMES, build_engine
 from lib.models.profile import measure_latency, sample_inputs
 from lib.test.tracker.lorat import LoRATTracker
 
@@ -70,21 +73,26 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100, help="frames per overhead measurement")
     parser.add_argument("--runs", type=int, default=10, help="timed forwards (after 3 warm-up runs)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--engines", nargs="+", default=["eager"], choices=ENGINE_NAMES,
+                        help="inference engines whose forward the overhead is compared with")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_experiment("lorat", args.config)
 
     model = build_model(cfg, training=False)
-    forward = measure_latency(model, sample_inputs(cfg), "fp32", warmup=3, runs=args.runs)
-    print(f"{args.config} merged forward, CPU fp32, {torch.get_num_threads()} threads: "
-          f"median {forward.median_ms:.1f} ms, mean {forward.mean_ms:.1f} ms")
+    forwards = {}
+    for name in args.engines:
+        engine = build_engine(model, name, "cpu")
+        forwards[name] = measure_latency(engine, sample_inputs(cfg), "fp32", warmup=3, runs=args.runs)
+        print(f"{args.config} merged forward, CPU, engine {name} ({engine.precision}), {torch.get_num_threads()} "
+              f"threads: median {forwards[name].median_ms:.1f} ms, mean {forwards[name].mean_ms:.1f} ms")
 
     frames = video_frames(args.frames + 1, np.random.default_rng(0))
     for label, target_wh in TARGETS_WH.items():
         overhead = tracker_overhead_ms(cfg, frames, target_wh)
-        print(f"tracker overhead on {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, {label}: median {overhead:.2f} ms "
-              f"= {100. * overhead / forward.median_ms:.2f}% of the forward")
+        shares = ", ".join(f"{100. * overhead / f.median_ms:.2f}% of {name}" for name, f in forwards.items())
+        print(f"tracker overhead on {FRAME_SIZE[0]}x{FRAME_SIZE[1]}, {label}: median {overhead:.2f} ms = {shares}")
 
 
 if __name__ == "__main__":
