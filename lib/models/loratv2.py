@@ -33,6 +33,15 @@ def chunk_mask(chunk_sizes: tuple[int, ...]) -> torch.Tensor:
     return chunk_of[:, None] >= chunk_of[None, :]
 
 
+def _cache_rows(slots: torch.Tensor) -> torch.Tensor | slice:
+    """How to address the cache rows of `slots`: a slice (views, no gather copies) when they are consecutive and on
+    the CPU, where the check costs nothing; otherwise the index tensor itself (no host sync on a GPU)."""
+    if slots.device.type == "cpu" and slots.numel() > 0 and bool((slots[1:] - slots[:-1] == 1).all()):
+        first = int(slots[0])
+        return slice(first, first + slots.numel())
+    return slots
+
+
 @dataclass(frozen=True)
 class KVCache:
     """Keys and values of every block, one row per tracked sequence ("slot"): `keys[i]`, `values[i]` have shape
@@ -83,8 +92,8 @@ class ChunkedAttention(nn.Module):
             outputs.append(self._attend(expert, q, torch.cat(keys, dim=2), torch.cat(values, dim=2)))
         return torch.cat(outputs, dim=1)
 
-    def cached(self, x: torch.Tensor, expert: int, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor,
-               offset: int) -> torch.Tensor:
+    def cached(self, x: torch.Tensor, expert: int, keys: torch.Tensor, values: torch.Tensor,
+               slots: torch.Tensor | slice, offset: int) -> torch.Tensor:
         """One chunk at rows [offset, offset + N) of the cache: write its K/V there, attend over rows
         [0, offset + N) of its slots."""
         q, k, v = self._split_heads(self.qkv[expert](x), 3)
@@ -94,7 +103,7 @@ class ChunkedAttention(nn.Module):
         return self._attend(expert, q, keys[slots, :, :end].to(q.dtype), values[slots, :, :end].to(q.dtype))
 
     def write_kv(self, x: torch.Tensor, expert: int, keys: torch.Tensor, values: torch.Tensor,
-                 slots: torch.Tensor, offset: int) -> None:
+                 slots: torch.Tensor | slice, offset: int) -> None:
         """Only the K/V of a chunk (the last block of `init`/`update`): the k and v rows of the plain fused qkv."""
         qkv = self.qkv[expert]
         dim = qkv.out_features // 3
@@ -141,8 +150,8 @@ class LoRATv2Block(nn.Module):
         x = x + self.drop_path1(self.ls1(self.attn(self.norm1(x), chunk_sizes)))
         return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x), chunk_sizes)))
 
-    def cached(self, x: torch.Tensor, expert: int, keys: torch.Tensor, values: torch.Tensor, slots: torch.Tensor,
-               offset: int) -> torch.Tensor:
+    def cached(self, x: torch.Tensor, expert: int, keys: torch.Tensor, values: torch.Tensor,
+               slots: torch.Tensor | slice, offset: int) -> torch.Tensor:
         x = x + self.ls1(self.attn.cached(self.norm1(x), expert, keys, values, slots, offset))
         return x + self.ls2(self.mlp.expert(expert, self.norm2(x)))
 
@@ -271,7 +280,7 @@ class LoRATv2(nn.Module):
             raise RuntimeError("init/update/track run on the merged inference build: build the model with "
                                "build_model(cfg, training=False) or merge it with merge_for_inference(model)")
         offset = sum(self.chunk_sizes[:chunk])
-        slots = slots.to(device=tokens.device, dtype=torch.long)
+        slots = _cache_rows(slots.to(device=tokens.device, dtype=torch.long))
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             if i == last and not full:
