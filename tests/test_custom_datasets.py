@@ -18,6 +18,7 @@ from test_eval_helpers import (
     write_frame,
     write_local_file,
 )
+from test_lmdb import assert_same_dataset
 
 from lib.config import DatasetEntry, apply_overrides, load_experiment
 from lib.test.evaluation.datasets import get_dataset
@@ -199,22 +200,6 @@ def _write_train_local(path: Path, custom: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _assert_same_training_data(a, b) -> None:
-    """Same sequences, boxes, validity, cover levels and decoded frames."""
-    assert a.num_sequences() == b.num_sequences() > 0
-    for i in range(a.num_sequences()):
-        sa, sb = a.sequence(i), b.sequence(i)
-        assert (sa.name, sa.frame_count, len(sa.tracks)) == (sb.name, sb.frame_count, len(sb.tracks))
-        for ta, tb in zip(sa.tracks, sb.tracks):
-            np.testing.assert_array_equal(ta.boxes, tb.boxes)
-            np.testing.assert_array_equal(ta.valid, tb.valid)
-            assert (ta.cover is None) == (tb.cover is None)
-            if ta.cover is not None:
-                np.testing.assert_array_equal(ta.cover, tb.cover)
-        for f in range(sa.frame_count):
-            np.testing.assert_array_equal(a.read_frame(i, f), b.read_frame(i, f))
-
-
 @pytest.mark.parametrize("layout", ["got10k", "lasot"])
 def test_a_custom_dataset_trains_from_its_lmdb(folders, tmp_path, run_cli, layout):
     root, packed = tmp_path / "my_drones", tmp_path / "my_drones_lmdb"
@@ -229,12 +214,12 @@ def test_a_custom_dataset_trains_from_its_lmdb(folders, tmp_path, run_cli, layou
     from_lmdb = build_train_dataset("my_drones", env, use_lmdb=True)
     assert from_lmdb.frame_location(0, 0).startswith(f"{packed}[")  # an LMDB key, not a file
     from_folder = build_train_dataset(DatasetEntry("my_drones", 1.0, layout, str(folders[layout])), _train_env())
-    _assert_same_training_data(from_folder, from_lmdb)
+    assert_same_dataset(from_folder, from_lmdb)
     # The same LMDB named by an experiment's data entry (`lmdb` beside `root`).
     cfg = apply_overrides(load_experiment("lorat", "demo"), [
         f"data.train=[{{name: mine, format: {layout}, root: {root}, lmdb: {packed}, weight: 1}}]"])
     assert cfg.data.train == (DatasetEntry("mine", 1.0, layout, str(root), str(packed)),)
-    _assert_same_training_data(from_folder, build_train_dataset(cfg.data.train[0], _train_env(), use_lmdb=True))
+    assert_same_dataset(from_folder, build_train_dataset(cfg.data.train[0], _train_env(), use_lmdb=True))
 
 
 def test_use_lmdb_without_a_declared_lmdb_is_a_clear_error(folders, tmp_path, run_cli):

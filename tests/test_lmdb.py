@@ -15,6 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def assert_same_dataset(a, b):
+    """Same sequences, boxes, validity, cover levels and decoded frames."""
     assert a.num_sequences() == b.num_sequences() > 0
     for i in range(a.num_sequences()):
         sa, sb = a.sequence(i), b.sequence(i)
@@ -22,6 +23,9 @@ def assert_same_dataset(a, b):
         for ta, tb in zip(sa.tracks, sb.tracks):
             np.testing.assert_array_equal(ta.boxes, tb.boxes)
             np.testing.assert_array_equal(ta.valid, tb.valid)
+            assert (ta.cover is None) == (tb.cover is None)
+            if ta.cover is not None:
+                np.testing.assert_array_equal(ta.cover, tb.cover)
         for f in range(sa.frame_count):
             np.testing.assert_array_equal(a.read_frame(i, f), b.read_frame(i, f))
 
