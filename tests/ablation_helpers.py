@@ -19,3 +19,16 @@ def batch(cfg: ExperimentConfig, n: int = 2, seed: int = 0) -> tuple[torch.Tenso
     t, s, f = cfg.model.template_size, cfg.model.search_size, cfg.model.template_feat_size
     return (torch.randn(n, 3, t, t, generator=g), torch.randn(n, 3, s, s, generator=g),
             torch.randint(0, 2, (n, f, f), generator=g))
+
+
+def nudge_(params, scale: float = 0.02) -> None:
+    """Add N(0, scale^2) noise (torch's global generator) to each tensor of `params` in place: weights that differ
+    from the random build, so that a round trip or a comparison cannot pass by reproducing the initialisation."""
+    with torch.no_grad():
+        for p in params:
+            p.add_(torch.randn_like(p) * scale)
+
+
+def nudge_trainable_(model: torch.nn.Module, scale: float = 0.02) -> None:
+    """`nudge_` on the parameters that train."""
+    nudge_([p for p in model.parameters() if p.requires_grad], scale)

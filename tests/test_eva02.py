@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import timm
 import torch
+from ablation_helpers import nudge_
 from safetensors.torch import save_file
 from timm.layers import DropPath, RotaryEmbeddingCat
 from torch import nn
@@ -45,9 +46,7 @@ def timm_eva(seed: int = 3, **kwargs) -> nn.Module:
     """timm's own EVA-02 B at reduced depth, random weights with every tensor (biases, norms) perturbed."""
     torch.manual_seed(seed)
     model = timm.create_model("eva02_base_patch14_224", pretrained=False, num_classes=0, depth=DEPTH, **kwargs).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    nudge_(model.parameters())
     return model
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ablation_helpers
-from ablation_helpers import tiny
+from ablation_helpers import nudge_trainable_, tiny
 from lib.config import load_experiment
 from lib.models import (build_model, export_inference_checkpoint, load_checkpoint, merge_for_inference,
                         trainable_state_dict)
@@ -78,10 +78,8 @@ def test_merge_and_checkpoints_round_trip(module, tmp_path):
     model = build_model(cfg, training=True)
     inputs = batch(cfg, 4)
     model.train()(*inputs)  # moves the BatchNorm statistics of the conv heads away from their init
+    nudge_trainable_(model)
     with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.02)
         reference = model.eval()(*inputs)
     torch.save({"model": trainable_state_dict(model)}, tmp_path / "train.pth")
     fresh = build_model(cfg, training=True)

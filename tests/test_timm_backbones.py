@@ -11,6 +11,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from ablation_helpers import nudge_, nudge_trainable_
 from safetensors.torch import save_file
 
 from lib.config import load_experiment
@@ -32,9 +33,7 @@ def timm_reference(arch: str, seed: int = 3, **kwargs) -> torch.nn.Module:
     """timm's own model, random weights drawn under `seed` and every tensor (biases, norms too) perturbed."""
     torch.manual_seed(seed)
     model = timm.create_model(arch, pretrained=False, num_classes=0, depth=DEPTH, **kwargs).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    nudge_(model.parameters())
     return model
 
 
@@ -111,10 +110,7 @@ def test_lora_checkpoint_round_trip_on_each_family(backbone, tmp_path, shallow_s
     path = write_weights(timm_reference(arch), tmp_path / "backbone.safetensors")
     cfg = load_experiment("lorat_timm", config)
     model = build_model(cfg, training=True, backbone_weights=path).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.02)
+    nudge_trainable_(model)
     torch.save({"model": trainable_state_dict(model), "config": cfg.to_dict()}, tmp_path / "lora.pth")
     inference = build_model(cfg, training=False, backbone_weights=path)
     load_checkpoint(inference, tmp_path / "lora.pth", backbone_weights=path)
