@@ -35,19 +35,20 @@ REQUIRED_PREFIXES = ("token_type_embed", "head.")  # a tracker checkpoint always
 SWIGLU_NAMES = {"mlp.fc1": "mlp.w12", "mlp.fc2": "mlp.w3"}  # ViT-g's linears as upstream names them
 
 
-def _alternatives(names) -> str:
+def alternatives(names) -> str:
+    """A regex alternation matching exactly one of `names` (the key patterns are built from lora.py's names)."""
     return "|".join(re.escape(n) for n in names)
 
 
-_TARGET, _SLOT = _alternatives(ALL_LORA_TARGETS), _alternatives(QKV_SLOTS)
+_TARGET, _SLOT = alternatives(ALL_LORA_TARGETS), alternatives(QKV_SLOTS)
 _QKV, _PLAIN_ADAPTER = re.escape(QKV_TARGET), re.escape(adapter_name(None))
 _SLOT_OF_ADAPTER = {adapter_name(None): None, **{adapter_name(slot): slot for slot in QKV_SLOTS}}
 # A canonical adapter key: blocks.<i>.<target>.<adapter name>.<A|B>.
-_LORA_KEY = re.compile(rf"^(?P<module>blocks\.\d+\.(?:{_TARGET}))\.(?P<adapter>{_alternatives(_SLOT_OF_ADAPTER)})"
+_LORA_KEY = re.compile(rf"^(?P<module>blocks\.\d+\.(?:{_TARGET}))\.(?P<adapter>{alternatives(_SLOT_OF_ADAPTER)})"
                        rf"\.(?P<m>[AB])$")
 # Upstream nests q/k/v adapters under their slot (`attn.qkv.q.lora.A`); this project names them by adapter_name.
 _OFFICIAL_QKV_ADAPTER = re.compile(rf"\.{_QKV}\.(?P<slot>{_SLOT})\.{_PLAIN_ADAPTER}\.")
-_QKV_ADAPTER = re.compile(rf"\.{_QKV}\.(?P<adapter>{_alternatives(adapter_name(s) for s in QKV_SLOTS)})\.")
+_QKV_ADAPTER = re.compile(rf"\.{_QKV}\.(?P<adapter>{alternatives(adapter_name(s) for s in QKV_SLOTS)})\.")
 _WRAPPED_LINEAR = re.compile(rf"\.({_TARGET})\.linear\.")
 _SPLIT_QKV = re.compile(rf"^(?P<prefix>blocks\.\d+\.{_QKV})\.(?P<slot>{_SLOT})\.(?:linear\.)?(?P<p>weight|bias)$")
 

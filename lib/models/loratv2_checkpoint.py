@@ -22,18 +22,22 @@ import torch
 from torch import nn
 
 from lib.models.backbone import backbone_state_dict, create_vit
-from lib.models.checkpoint import CheckpointError, LoadReport, natural_order, describe_keys, read_state_dict
-from lib.models.lora import QKV_SLOTS, adapter_name, lora_delta, lora_scaling, merged_weight
+from lib.models.checkpoint import (CheckpointError, LoadReport, alternatives, describe_keys, natural_order,
+                                   read_state_dict)
+from lib.models.lora import QKV_SLOTS, QKV_TARGET, adapter_name, lora_delta, lora_scaling, merged_weight
 from lib.models.loratv2 import EXPERT_ROLES, LoRATv2
 
-_ROLE = "|".join(re.escape(r) for r in EXPERT_ROLES)
-_ADAPTER = "|".join(re.escape(adapter_name(s)) for s in (None, *QKV_SLOTS))
+_ROLE, _SLOT = alternatives(EXPERT_ROLES), alternatives(QKV_SLOTS)
+_ADAPTER = alternatives(adapter_name(s) for s in (None, *QKV_SLOTS))
+_QKV, _PLAIN_ADAPTER = re.escape(QKV_TARGET), re.escape(adapter_name(None))
+_SLOT_OF_ADAPTER = {adapter_name(slot): slot for slot in QKV_SLOTS}  # lora_q -> q
 # Canonical names (the inference build's, plus adapters as lib/models/lora.py names them).
 _EXPERT_PARAM = re.compile(rf"^blocks\.(?P<block>\d+)\.(?P<role>{_ROLE})\.(?P<expert>\d+)\.(?P<p>weight|bias)$")
 _ADAPTER_KEY = re.compile(rf"^blocks\.(?P<block>\d+)\.(?P<role>{_ROLE})\.(?P<expert>\d+)\.(?P<adapter>{_ADAPTER})"
                           rf"\.(?P<m>[AB])$")
-_OFFICIAL_QKV = re.compile(r"\.attn\.qkv\.(?P<expert>\d+)\.(?P<slot>[qkv])\.lora\.")
-_OURS_QKV = re.compile(r"\.attn\.qkv\.(?P<expert>\d+)\.lora_(?P<slot>[qkv])\.")
+# Upstream nests q/k/v adapters under their slot (`attn.qkv.e.q.lora.A`); this project names them by adapter_name.
+_OFFICIAL_QKV = re.compile(rf"\.{_QKV}\.(?P<expert>\d+)\.(?P<slot>{_SLOT})\.{_PLAIN_ADAPTER}\.")
+_OURS_QKV = re.compile(rf"\.{_QKV}\.(?P<expert>\d+)\.(?P<adapter>{alternatives(_SLOT_OF_ADAPTER)})\.")
 _WRAPPED = re.compile(rf"\.({_ROLE})\.(\d+)\.linear\.")
 _SHARED_BACKBONE = re.compile(r"^(pos_embed|reg_token|patch_embed\..*|blocks\.\d+\.(norm1|norm2|ls1|ls2)\..*)$")
 _NORM_COPY = re.compile(r"^norms\.\d+\.(?P<p>weight|bias)$")
@@ -42,13 +46,14 @@ BUILD = "build"  # `LoadReport.sources` value: kept as build_model made it
 
 def canonical_key(key: str) -> str:
     """Official / training-model names -> canonical: q/k/v adapters `qkv.e.lora_q`, LoRA bases without `.linear`."""
-    key = _OFFICIAL_QKV.sub(lambda m: f".attn.qkv.{m['expert']}.{adapter_name(m['slot'])}.", key)
+    key = _OFFICIAL_QKV.sub(lambda m: f".{QKV_TARGET}.{m['expert']}.{adapter_name(m['slot'])}.", key)
     return _WRAPPED.sub(r".\1.\2.", key)
 
 
 def official_key(key: str) -> str:
     """This project's names -> upstream's (q/k/v adapters nested under their slot)."""
-    return _OURS_QKV.sub(lambda m: f".attn.qkv.{m['expert']}.{m['slot']}.lora.", key)
+    return _OURS_QKV.sub(
+        lambda m: f".{QKV_TARGET}.{m['expert']}.{_SLOT_OF_ADAPTER[m['adapter']]}.{adapter_name(None)}.", key)
 
 
 def backbone_key(key: str) -> str | None:
