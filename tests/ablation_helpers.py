@@ -1,9 +1,14 @@
 """Tiny versions of the ablation configs and random inputs for them (tests of experiments/lorat_ablation)."""
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import torch
 
 from lib.config import ExperimentConfig, apply_overrides, load_experiment
+from lib.models import (build_model, export_inference_checkpoint, load_checkpoint, merge_for_inference,
+                        trainable_state_dict)
 
 TINY = ["model.backbone=vit_demo_p14", "model.template_size=56", "model.search_size=112"]  # D 192, depth 6
 
@@ -32,3 +37,21 @@ def nudge_(params, scale: float = 0.02) -> None:
 def nudge_trainable_(model: torch.nn.Module, scale: float = 0.02) -> None:
     """`nudge_` on the parameters that train."""
     nudge_([p for p in model.parameters() if p.requires_grad], scale)
+
+
+def assert_checkpoints_round_trip(model: torch.nn.Module, cfg: ExperimentConfig, inputs: tuple[torch.Tensor, ...],
+                                  folder: Path) -> None:
+    """`model` (a training build, nudged off its initialisation) gives the same outputs after the trainer's
+    checkpoint (trainable tensors into a fresh training build: exactly) and after the merged export (into the
+    inference build: to float rounding)."""
+    with torch.no_grad():
+        reference = model.eval()(*inputs)
+    torch.save({"model": trainable_state_dict(model)}, folder / "train.pth")
+    fresh = build_model(cfg, training=True)
+    load_checkpoint(fresh, folder / "train.pth", backbone_weights="seeded-random")
+    export_inference_checkpoint(merge_for_inference(copy.deepcopy(model)), cfg, folder / "final.pth")
+    inference = build_model(cfg, training=False)
+    load_checkpoint(inference, folder / "final.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(*inputs), reference, atol=0, rtol=0)
+        torch.testing.assert_close(inference(*inputs), reference, atol=5e-5, rtol=1e-5)

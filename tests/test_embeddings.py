@@ -3,7 +3,6 @@ separate, shared + two token types, separate + three token types, and LoRAT's ow
 https://github.com/LitingLin/LoRAT: trackit/models/methods/LoRAT/ablation/input_emb/)."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -11,10 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import ablation_helpers
-from ablation_helpers import nudge_trainable_, tiny
+from ablation_helpers import assert_checkpoints_round_trip, nudge_trainable_, tiny
 from lib.config import load_experiment
-from lib.models import (build_model, export_inference_checkpoint, load_checkpoint, merge_for_inference,
-                        trainable_state_dict)
+from lib.models import build_model
 from lib.models.backbone import create_vit
 from lib.models.lorat import sincos_pos_embed
 
@@ -62,17 +60,7 @@ def test_each_scheme_builds_trains_its_set_and_round_trips(scheme, tmp_path):
     out = model.train()(*inputs)
     assert out["score_map"].shape == (2, 8, 8) and out["boxes"].shape == (2, 8, 8, 4)
     nudge_trainable_(model)
-    with torch.no_grad():
-        reference = model.eval()(*inputs)
-    torch.save({"model": trainable_state_dict(model)}, tmp_path / "train.pth")
-    fresh = build_model(cfg, training=True)
-    load_checkpoint(fresh, tmp_path / "train.pth", backbone_weights="seeded-random")
-    export_inference_checkpoint(merge_for_inference(copy.deepcopy(model)), cfg, tmp_path / "final.pth")
-    inference = build_model(cfg, training=False)
-    load_checkpoint(inference, tmp_path / "final.pth")
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.eval()(*inputs), reference, atol=0, rtol=0)
-        torch.testing.assert_close(inference(*inputs), reference, atol=5e-5, rtol=1e-5)
+    assert_checkpoints_round_trip(model, cfg, inputs, tmp_path)
     fft = build_model(tiny(f"large_224_emb_{scheme}_fft"), training=True)
     learned_pos = {n for n, p in fft.named_parameters() if "pos_embed" in n and p.requires_grad}
     assert learned_pos == ({"pos_embed", "z_pos_embed"} if scheme.startswith("separate") else

@@ -4,17 +4,15 @@ of upstream's conv-head ablations (https://github.com/LitingLin/LoRAT: config/Lo
 modules/mixformer_attn.py)."""
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 
 import ablation_helpers
-from ablation_helpers import nudge_trainable_, tiny
+from ablation_helpers import assert_checkpoints_round_trip, nudge_trainable_, tiny
 from lib.config import load_experiment
-from lib.models import (build_model, export_inference_checkpoint, load_checkpoint, merge_for_inference,
-                        trainable_state_dict)
+from lib.models import build_model
 from lib.models.lorat import smam_mask
 from lib.train.loss import lorat_loss
 from lib.train.optim import build_optimizer
@@ -79,18 +77,7 @@ def test_merge_and_checkpoints_round_trip(module, tmp_path):
     inputs = batch(cfg, 4)
     model.train()(*inputs)  # moves the BatchNorm statistics of the conv heads away from their init
     nudge_trainable_(model)
-    with torch.no_grad():
-        reference = model.eval()(*inputs)
-    torch.save({"model": trainable_state_dict(model)}, tmp_path / "train.pth")
-    fresh = build_model(cfg, training=True)
-    load_checkpoint(fresh, tmp_path / "train.pth", backbone_weights="seeded-random")
-    with torch.no_grad():
-        torch.testing.assert_close(fresh.eval()(*inputs), reference, atol=0, rtol=0)
-    export_inference_checkpoint(merge_for_inference(copy.deepcopy(model)), cfg, tmp_path / "final.pth")
-    inference = build_model(cfg, training=False)
-    load_checkpoint(inference, tmp_path / "final.pth")
-    with torch.no_grad():
-        torch.testing.assert_close(inference(*inputs), reference, atol=5e-5, rtol=1e-5)
+    assert_checkpoints_round_trip(model, cfg, inputs, tmp_path)
 
 
 def _last_conv(tower: torch.nn.Sequential) -> torch.nn.Conv2d:
