@@ -88,10 +88,11 @@ class TrainingPairs(torch.utils.data.Dataset):
     def _track(self, pair: PairDraw) -> Track:
         return self.sampler.datasets[pair.dataset_index].sequence(pair.sequence_index).tracks[pair.track_index]
 
-    def _read(self, pair: PairDraw, frames: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
-        """The images and boxes of `frames` (each distinct frame read once), or None if one is unreadable."""
+    def _read(self, pair: PairDraw, track: Track,
+              frames: tuple[int, ...]) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+        """The images and boxes (of `pair`'s `track`) of `frames`, each distinct frame read once, or None if one is
+        unreadable."""
         dataset = self.sampler.datasets[pair.dataset_index]
-        track = self._track(pair)
         images: dict[int, np.ndarray] = {}
         for frame in dict.fromkeys(frames):
             try:
@@ -119,7 +120,8 @@ class TrainingPairs(torch.utils.data.Dataset):
         pair = self.sampler.pair(self.epoch, self.global_index(index), rng)
         for _ in range(self.max_rejections):
             self.draws += 1
-            read = self._read(pair, self.tuplets(pair, self._track(pair).valid, rng))
+            track = self._track(pair)
+            read = self._read(pair, track, self.tuplets(pair, track.valid, rng))
             sample = None if read is None else self.processing(*read, rng)
             if sample is not None:
                 return sample
