@@ -65,10 +65,10 @@ def select_sequences(sequences: list, names: list[str] | None) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    env = env_settings(args.env_file)
-    sequences = select_sequences(get_dataset(args.dataset_name, env), args.sequence)
-    results_dir = tracker_results_dir(env.results_path, args.script, args.config, args.runid)
     try:
+        env = env_settings(args.env_file)
+        sequences = select_sequences(get_dataset(args.dataset_name, env), args.sequence)
+        results_dir = tracker_results_dir(env.results_path, args.script, args.config, args.runid)
         resolve_device(args.device)
         if args.device == "cuda":
             check_gpu_count(args.num_gpus)
