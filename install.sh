@@ -11,6 +11,11 @@ PY
 
 # torch and torchvision from the registry's default build (CUDA wheels on Linux; they also run on CPU).
 "$PYTHON" -m pip install --upgrade-strategy only-if-needed torch torchvision
+# OpenCV's contrib build (requirements.txt) and the plain headless build this project used to install both provide
+# the cv2 module; the plain one is removed rather than overwritten, so that pip's record matches the files.
+if "$PYTHON" -m pip show opencv-python-headless >/dev/null 2>&1; then
+    "$PYTHON" -m pip uninstall --yes opencv-python-headless
+fi
 "$PYTHON" -m pip install --upgrade-strategy only-if-needed -r requirements.txt
 # the project itself, editable: `lib` is importable from the scripts in tracking/ and benchmarks/ and from tests
 "$PYTHON" -m pip install --no-deps -e .

@@ -162,7 +162,8 @@ def test_to_dict_from_dict_round_trip():
 
 
 DEMO_ALLOWED_BACKBONES = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14", "vit_demo_p14",
-                          "dinov2_reg4_vitb14", "dinov2_reg4_vitl14", "vit_demo_p14_reg4",
+                          "vit_demo_p14_synthetic", "vit_demo_p14_synthetic_init", "dinov2_reg4_vitb14",
+                          "dinov2_reg4_vitl14", "vit_demo_p14_reg4",
                           "timm_dinov2_vitb14", "timm_mae_vitb16", "timm_clip_vitb16", "timm_dinov2_vitl14",
                           "timm_mae_vitl16", "timm_clip_vitl14", "timm_eva02_vitb14", "timm_eva02_vitl14")
 

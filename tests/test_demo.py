@@ -14,10 +14,12 @@ def test_quick_demo_end_to_end(tmp_path):
                          timeout=900)
     assert out.returncode == 0, out.stderr[-4000:]
     table = out.stdout[out.stdout.index("Tracker"):]
-    for row in ("stage-1 LoRAT on A", "static box on A", "OpenCV MIL on A", "stage-1 LoRAT on B",
-                "LoRA-tuned LoRAT on B", "static box on B", "OpenCV MIL on B"):
+    for row in ("stage-1 LoRAT on A", "static box on A", "OpenCV MIL on A", "OpenCV CSRT on A", "OpenCV KCF on A",
+                "stage-1 LoRAT on B", "LoRA-tuned LoRAT on B", "static box on B", "OpenCV MIL on B",
+                "OpenCV CSRT on B", "OpenCV KCF on B"):
         assert row in table
-    assert "stage 2 trains" in out.stdout
+    assert "each stage trains" in out.stdout
+    assert "LoRA-tuned LoRAT on B, AUC points: " in out.stdout and " vs OpenCV CSRT" in out.stdout
     for domain in ("a", "b"):
         plots = tmp_path / "out" / "test" / "result_plots" / f"synthetic_{domain}_test"
         assert (plots / "success_plot.png").stat().st_size > 0

@@ -24,7 +24,7 @@ RELATIVE_TOLERANCE = {"bf16": 0.03, "fp16": 0.005, "int8": 0.10, "onnxruntime": 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     model = build_model(CFG, training=False)
-    # Random init leaves LayerScale at 1e-5, which would hide the blocks from the comparison: use O(1) gammas.
+    # LayerScale gains drawn in [0.1, 1): every block contributes to the outputs being compared.
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -52,6 +52,24 @@ def test_engine_matches_fp32_eager(model: torch.nn.Module, name: str, monkeypatc
             assert deviation > 0, (name, key)
     torch.testing.assert_close(model.state_dict(), before, rtol=0, atol=0)  # engines convert a copy
     assert engine.precision == engine_precision(name) == ENGINES[name].precision
+
+
+def test_bf16_on_cpu_runs_prepacked_onednn_linears_with_the_same_numbers(model: torch.nn.Module,
+                                                                         monkeypatch) -> None:
+    """The CPU bf16 engine reorders each weight once for oneDNN and fuses the MLP's GELU; that changes where the
+    weights live, not what is computed: its outputs equal those of the model simply cast to bf16."""
+    monkeypatch.setattr(engines, "_cpu_supports", lambda dtype: True)
+    engine = build_engine(model, "bf16", "cpu")
+    linears = [m for m in engine.module.modules() if isinstance(m, torch.nn.Linear)]
+    packed = [m for m in engine.module.modules() if isinstance(m, engines.OneDnnLinear)]
+    assert not linears and len(packed) == 6 * 4 + 6  # 4 per block, 3 + 3 in the head
+    assert sum(m.activation == "gelu" for m in packed) == 6 and not any(
+        isinstance(m, torch.nn.GELU) for m in engine.module.blocks.modules())
+    inputs = random_inputs(model, batch=3, seed=4)
+    with torch.inference_mode():
+        plain = engines.cast_parameters(model, torch.bfloat16)(*(t.to(torch.bfloat16) for t in inputs[:2]), inputs[2])
+    for key, value in engine(*inputs).items():
+        torch.testing.assert_close(value, plain[key].float(), rtol=0, atol=1e-2 * plain[key].abs().max().item())
 
 
 def test_eager_is_the_model_itself_under_autocast(model: torch.nn.Module) -> None:

@@ -144,8 +144,9 @@ def test_registry_errors():
         build_tracker(TrackerSpec("static", "x", checkpoint="ckpt.pth"))
 
 
-def test_mil_follows_a_moving_square():
-    tracker = build_tracker(TrackerSpec("opencv_mil", "default"))
+@pytest.mark.parametrize("script", ["opencv_mil", "opencv_csrt", "opencv_kcf"])
+def test_opencv_trackers_follow_a_moving_square(script):
+    tracker = build_tracker(TrackerSpec(script, "default"))
     frames = []
     for i in range(16):
         image = np.zeros((96, 128, 3), dtype=np.uint8)
@@ -159,7 +160,13 @@ def test_mil_follows_a_moving_square():
     assert abs(box[0] - (20 + 2 * 15)) < 8  # moved 30 px; a static box would be off by 30
 
 
-@pytest.mark.parametrize("script", ["static", "opencv_mil"])
+def test_opencv_tracker_missing_from_the_build_names_the_contrib_package(monkeypatch):
+    monkeypatch.delattr(cv2, "TrackerCSRT_create")
+    with pytest.raises(RuntimeError, match="no cv2.TrackerCSRT_create.*pip install opencv-contrib-python-headless"):
+        build_tracker(TrackerSpec("opencv_csrt", "default"))
+
+
+@pytest.mark.parametrize("script", ["static", "opencv_mil", "opencv_csrt", "opencv_kcf"])
 def test_baselines_refuse_an_initial_box_outside_the_image(script):
     tracker = build_tracker(TrackerSpec(script, "default"))
     image = np.zeros((24, 32, 3), dtype=np.uint8)

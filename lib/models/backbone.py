@@ -17,6 +17,7 @@ from types import MappingProxyType
 
 import timm
 import torch
+from torch import nn
 from timm.models import eva, vision_transformer
 from timm.models.eva import Eva
 from timm.models.vision_transformer import VisionTransformer
@@ -34,7 +35,7 @@ class ViTSpec:
     """A backbone: the timm architecture to instantiate, its patch size, and the weight file it loads."""
 
     timm_name: str
-    overrides: tuple[tuple[str, int], ...] = ()  # architecture changes (small demo ViTs)
+    overrides: tuple[tuple[str, int | float], ...] = ()  # architecture changes (small demo ViTs)
     weights_file: str | None = None  # file name looked up in pretrained/
     weights_format: str = "meta_dinov2"  # key of WEIGHT_CONVERTERS
     weights_url: str | None = None  # where users download `weights_file` from
@@ -63,14 +64,27 @@ def _timm(tag: str, patch_size: int) -> dict[str, object]:
             "pos_embed": "crop", "drop_path_schedule": "linear"}
 
 
+DEMO_BACKBONE_FILE = "vit_demo_p14_synthetic.pth"
+# LayerScale starts at 1 rather than DINOv2's 1e-5: trained from random weights with the demo's budget, the 1e-5
+# gains were still about 0.02 after 30k samples, leaving the blocks almost out of the residual stream.
+_DEMO_VIT: dict[str, object] = {
+    "overrides": (("embed_dim", 192), ("depth", 6), ("num_heads", 3), ("init_values", 1.0)), "img_size": 112,
+    "pos_embed": "crop"}
+
 VIT_SPECS: dict[str, ViTSpec] = {
     "dinov2_vits14": ViTSpec("vit_small_patch14_dinov2", **_meta("dinov2_vits14")),
     "dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_meta("dinov2_vitb14")),
     "dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", **_meta("dinov2_vitl14")),
     "dinov2_vitg14": ViTSpec("vit_giant_patch14_dinov2", **_meta("dinov2_vitg14")),
-    # A DINOv2-shaped ViT small enough to train from scratch on a CPU (the out-of-the-box demo).
+    # A DINOv2-shaped ViT small enough to train from scratch on a CPU (tests, ablations on a CPU).
     "vit_demo_p14": ViTSpec("vit_small_patch14_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
                                                                     ("num_heads", 3))),
+    # The out-of-the-box demo's backbone: pretrained on the synthetic domain P by tracking/pretrain_demo_backbone.py
+    # (which starts from `vit_demo_p14_synthetic_init`, the same network with random weights) and shipped in
+    # pretrained/ (timm layout, float16); its position grid is the demo's 8 x 8 search grid.
+    "vit_demo_p14_synthetic": ViTSpec("vit_small_patch14_dinov2", **_DEMO_VIT, weights_file=DEMO_BACKBONE_FILE,
+                                      weights_format="timm"),
+    "vit_demo_p14_synthetic_init": ViTSpec("vit_small_patch14_dinov2", **_DEMO_VIT),
     # LoRATv2 (experiments/loratv2): DINOv2 with 4 register tokens, Meta's torch-hub file or timm's
     "dinov2_reg4_vitb14": ViTSpec("vit_base_patch14_reg4_dinov2", **_meta("dinov2_vitb14_reg4", "dinov2_vitb14"),
                                   weights_format="meta_or_timm", pos_embed="crop",
@@ -127,6 +141,25 @@ def default_weights_path(name: str) -> Path | None:
         return bin_twin
     alternative = PRETRAINED_DIR / f"{spec.timm_alternative}.safetensors" if spec.timm_alternative else None
     return alternative if alternative is not None and not path.is_file() and alternative.is_file() else path
+
+
+def vit_state_from_lorat(model: nn.Module, vit: VisionTransformer) -> dict[str, torch.Tensor]:
+    """The backbone of a trained LoRAT `model` (merged, plain linears) as the state dict of timm ViT `vit`, whose
+    position grid must be the model's search grid (the demo backbones). `vit` supplies what LoRAT does not keep:
+    the class token and its position, which LoRAT never uses."""
+    grid = vit.patch_embed.grid_size[0]
+    if grid != model.search_feat_size or vit.num_prefix_tokens != 1 or model.z_pos_embed is not None:
+        raise ValueError(f"only a backbone whose {grid} x {grid} position grid is the model's search grid "
+                         f"({model.search_feat_size}) and a shared position embedding can be written back")
+    state = {k: v.detach().clone() for k, v in vit.state_dict().items()}
+    own = {k: v for k, v in model.state_dict().items() if k.split(".", 1)[0] in ("patch_embed", "norm_pre", "blocks",
+                                                                                 "norm")}
+    if set(own) - set(state):
+        raise ValueError(f"the model holds tensors a plain ViT has no place for (unmerged PEFT modules?): "
+                         f"{sorted(set(own) - set(state))[:5]}")
+    state.update({k: v.detach().clone() for k, v in own.items()})
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], model.pos_embed.detach()], dim=1)
+    return state
 
 
 def resolve_backbone_weights(name: str, path: str | Path | None) -> Path:

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Callable
 
 import torch
+from timm.layers import Mlp
 from torch import nn
 
 from lib.utils.precision import PRECISIONS, autocast
@@ -100,6 +101,35 @@ def cast_parameters(model: nn.Module, dtype: torch.dtype, device: torch.device |
     return converted
 
 
+class OneDnnLinear(nn.Module):
+    """A bf16 linear layer whose weight oneDNN reorders once, at build, into the blocked layout its AVX512-BF16/AMX
+    kernels read (as torch.compile's CPU weight freezing does), instead of on every call; `activation="gelu"` also
+    applies the exact GELU that follows it (timm's MLP) inside the same kernel."""
+
+    def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
+        super().__init__()
+        weight = linear.weight.detach()
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(weight, None))
+        self.register_buffer("bias", None if linear.bias is None else linear.bias.detach())
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        algorithm = "none" if self.activation == "gelu" else ""  # oneDNN's "none" GELU is the exact (erf) one
+        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], algorithm)
+
+
+def pack_linears_for_onednn(model: nn.Module) -> nn.Module:
+    """Replace, in place, every `nn.Linear` of a bf16 `model` by a `OneDnnLinear`, fusing an MLP's exact GELU into
+    its first linear."""
+    for module in list(model.modules()):
+        if isinstance(module, Mlp) and isinstance(module.act, nn.GELU) and module.act.approximate == "none":
+            module.fc1, module.act = OneDnnLinear(module.fc1, "gelu"), nn.Identity()
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(module, name, OneDnnLinear(child))
+    return model
+
+
 def _half(model: nn.Module, device: torch.device, name: str, dtype: torch.dtype) -> Engine:
     if device.type == "cpu" and not _cpu_supports(dtype):
         needed = "AVX512-BF16 or AMX-BF16" if dtype == torch.bfloat16 else "AMX-FP16"
@@ -107,7 +137,10 @@ def _half(model: nn.Module, device: torch.device, name: str, dtype: torch.dtype)
                           f"is no faster than fp32); on this CPU use int8, bf16 or eager")
     if device.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise EngineError(f"engine 'bf16': {torch.cuda.get_device_name(device)} has no bf16 support; use fp16")
-    return TorchEngine(cast_parameters(model, dtype, device), device, name, name, input_dtype=dtype)
+    converted = cast_parameters(model, dtype, device)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        converted = pack_linears_for_onednn(converted)
+    return TorchEngine(converted, device, name, name, input_dtype=dtype)
 
 
 def build_eager(model: nn.Module, device: torch.device, amp: str = "fp32", **_: object) -> Engine:

@@ -251,16 +251,32 @@ def demo_specs(seed: int, quick: bool) -> dict[str, dict[str, SyntheticSpec]]:
     return specs
 
 
+PRETRAIN_SEED = 1000  # the pretraining domain's random streams: apart from the demo's seeds 0, 1, 2, ...
+PRETRAIN_SEQUENCES = 1200
+
+
+def pretrain_specs(quick: bool = False) -> dict[str, dict[str, SyntheticSpec]]:
+    """The demo backbone's pretraining data (tracking/pretrain_demo_backbone.py): a train split of domain P."""
+    plan = DEMO_PLANS[quick]
+    count = plan.splits["train"] if quick else PRETRAIN_SEQUENCES
+    return {"P": {"train": SyntheticSpec("P", count, plan.frames, seed=PRETRAIN_SEED)}}
+
+
 def ensure_demo_data(root: str | Path, seed: int = 0, quick: bool = False, workers: int | None = None
                      ) -> dict[str, Path]:
     """Make sure ``<root>/A`` and ``<root>/B`` hold GOT-10k-layout train/val/test splits for this seed/size.
+    Full size (2 x 350 sequences, about 42k frames of 160 x 120): under half a minute on 2 cores."""
+    return ensure_synthetic_data(root, demo_specs(seed, quick), workers)
 
-    ``<root>/synthetic_complete.json`` is written last; without it (interrupted run) or with different
-    settings, both domain folders are deleted and regenerated. Returns {domain: GOT-10k root}.
-    Full size (2 x 350 sequences, about 42k frames of 160 x 120): about 1 to 1.5 minutes on 2 cores.
+
+def ensure_synthetic_data(root: str | Path, specs: dict[str, dict[str, SyntheticSpec]], workers: int | None = None
+                          ) -> dict[str, Path]:
+    """Make sure ``<root>/<domain>/<split>`` holds each spec's sequences (GOT-10k layout).
+
+    ``<root>/synthetic_complete.json`` records the specs and is written last; without it (interrupted run) or with
+    different specs, the domain folders are deleted and regenerated. Returns {domain: GOT-10k root}.
     """
     root = Path(root)
-    specs = demo_specs(seed, quick)
     marker = root / DEMO_MARKER
     expected = json.dumps({"generator_version": GENERATOR_VERSION,
                            "specs": {d: {s: asdict(spec) for s, spec in splits.items()} for d, splits in specs.items()}},

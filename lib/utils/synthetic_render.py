@@ -218,8 +218,13 @@ def _tiles(rng: np.random.Generator, w: int, h: int, style: DomainStyle) -> np.n
     return canvas
 
 
+def _mixed(rng: np.random.Generator, w: int, h: int, style: DomainStyle) -> np.ndarray:
+    """Either kind of background, drawn per sequence (the broad pretraining domain P)."""
+    return (_meadow if rng.random() < 0.5 else _tiles)(rng, w, h, style)
+
+
 BACKGROUNDS: dict[str, Callable[[np.random.Generator, int, int, DomainStyle], np.ndarray]] = {
-    "meadow": _meadow, "tiles": _tiles,
+    "meadow": _meadow, "tiles": _tiles, "mixed": _mixed,
 }
 
 DOMAINS: dict[str, DomainStyle] = {
@@ -231,6 +236,12 @@ DOMAINS: dict[str, DomainStyle] = {
                      family="ornamental", background="tiles", background_hues=(0.55, 0.8),
                      second_colour_hue_shift=0.0, second_colour_value=0.3, distractor_hue_shift=(0.08, 0.25),
                      key_spacing=(10, 16)),
+    # The demo backbone's pretraining domain (tracking/pretrain_demo_backbone.py), standing in for the broad image
+    # collections real backbones learn from: every shape, texture, background kind and hue, and the motion and
+    # distractor ranges of both A and B.
+    "P": DomainStyle(shapes=tuple(SHAPES), textures=tuple(TEXTURES), family="generic", background="mixed",
+                     background_hues=(0.0, 1.0), second_colour_hue_shift=0.25, second_colour_value=0.65,
+                     distractor_hue_shift=(0.08, 0.5), key_spacing=(10, 20)),
 }
 
 

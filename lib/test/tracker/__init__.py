@@ -107,7 +107,9 @@ TRACKER_BUILDERS: MappingProxyType[str, TrackerKind] = MappingProxyType(
         "loratv2": TrackerKind("lib.test.tracker.loratv2:build_tracker", learned=True, engines=STREAMING_ENGINES,
                                base_checkpoint=True),
         "static": TrackerKind("lib.test.tracker.baselines:build_static", learned=False),
-        "opencv_mil": TrackerKind("lib.test.tracker.baselines:build_mil", learned=False),
+        "opencv_mil": TrackerKind("lib.test.tracker.baselines:build_opencv", learned=False),
+        "opencv_csrt": TrackerKind("lib.test.tracker.baselines:build_opencv", learned=False),
+        "opencv_kcf": TrackerKind("lib.test.tracker.baselines:build_opencv", learned=False),
     }
 )
 

@@ -23,22 +23,33 @@ class StaticTracker:
         return self._box.copy(), 1.0
 
 
-class MILTracker:
-    """OpenCV's MIL tracker; keeps the last box (confidence 0) on frames where OpenCV reports a loss."""
+# Tracker script -> the OpenCV factory of that tracker. MIL is in every OpenCV build; CSRT and KCF come with the
+# contrib build (opencv-contrib-python-headless, which requirements.txt installs).
+OPENCV_TRACKERS: dict[str, str] = {"opencv_mil": "TrackerMIL_create", "opencv_csrt": "TrackerCSRT_create",
+                                   "opencv_kcf": "TrackerKCF_create"}
 
-    def __init__(self) -> None:
+
+class OpenCVTracker:
+    """One of OpenCV's classic trackers; keeps the last box (confidence 0) on frames where OpenCV reports a loss."""
+
+    def __init__(self, factory: str) -> None:
+        if not hasattr(cv2, factory):
+            raise RuntimeError(f"this OpenCV build ({cv2.__version__}) has no cv2.{factory}: CSRT and KCF are in the "
+                               f"contrib build; pip uninstall opencv-python-headless && pip install "
+                               f"opencv-contrib-python-headless")
+        self._factory = getattr(cv2, factory)
         self._tracker = None
         self._box: np.ndarray | None = None
 
     def initialize(self, image: np.ndarray, box_xywh: np.ndarray) -> None:
         self._box = validated_init_box(image, box_xywh)
         x, y, w, h = (int(round(v)) for v in self._box)
-        self._tracker = cv2.TrackerMIL_create()
+        self._tracker = self._factory()
         self._tracker.init(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), (x, y, max(w, 1), max(h, 1)))
 
     def track(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         if self._tracker is None:
-            raise RuntimeError("MILTracker.track() called before initialize()")
+            raise RuntimeError("OpenCVTracker.track() called before initialize()")
         ok, rect = self._tracker.update(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         if not ok:
             return self._box.copy(), 0.0
@@ -50,5 +61,5 @@ def build_static(cfg: ExperimentConfig | None, spec: TrackerSpec) -> StaticTrack
     return StaticTracker()
 
 
-def build_mil(cfg: ExperimentConfig | None, spec: TrackerSpec) -> MILTracker:
-    return MILTracker()
+def build_opencv(cfg: ExperimentConfig | None, spec: TrackerSpec) -> OpenCVTracker:
+    return OpenCVTracker(OPENCV_TRACKERS[spec.script])
