@@ -1,4 +1,4 @@
-"""Reproduce the demo's shipped backbone, pretrained/vit_demo_p14_synthetic.pth (about 45 minutes on 2 CPU cores).
+"""Reproduce the demo's shipped backbone, pretrained/vit_demo_p14_synthetic.pth (about an hour on 2 CPU cores).
 
     python tracking/pretrain_demo_backbone.py [--out pretrained/vit_demo_p14_synthetic.pth] [--work_dir DIR]
 

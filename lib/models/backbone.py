@@ -65,11 +65,11 @@ def _timm(tag: str, patch_size: int) -> dict[str, object]:
 
 
 DEMO_BACKBONE_FILE = "vit_demo_p14_synthetic.pth"
+_DEMO_SIZE = (("embed_dim", 192), ("depth", 6), ("num_heads", 3))  # the CPU-sized demo ViTs
 # LayerScale starts at 1 rather than DINOv2's 1e-5: trained from random weights with the demo's budget, the 1e-5
 # gains were still about 0.02 after 30k samples, leaving the blocks almost out of the residual stream.
-_DEMO_VIT: dict[str, object] = {
-    "overrides": (("embed_dim", 192), ("depth", 6), ("num_heads", 3), ("init_values", 1.0)), "img_size": 112,
-    "pos_embed": "crop"}
+_DEMO_VIT: dict[str, object] = {"overrides": (*_DEMO_SIZE, ("init_values", 1.0)), "img_size": 112,
+                                "pos_embed": "crop"}
 
 VIT_SPECS: dict[str, ViTSpec] = {
     "dinov2_vits14": ViTSpec("vit_small_patch14_dinov2", **_meta("dinov2_vits14")),
@@ -77,8 +77,7 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "dinov2_vitl14": ViTSpec("vit_large_patch14_dinov2", **_meta("dinov2_vitl14")),
     "dinov2_vitg14": ViTSpec("vit_giant_patch14_dinov2", **_meta("dinov2_vitg14")),
     # A DINOv2-shaped ViT small enough to train from scratch on a CPU (tests, ablations on a CPU).
-    "vit_demo_p14": ViTSpec("vit_small_patch14_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
-                                                                    ("num_heads", 3))),
+    "vit_demo_p14": ViTSpec("vit_small_patch14_dinov2", overrides=_DEMO_SIZE),
     # The out-of-the-box demo's backbone: pretrained on the synthetic domain P by tracking/pretrain_demo_backbone.py
     # (which starts from `vit_demo_p14_synthetic_init`, the same network with random weights) and shipped in
     # pretrained/ (timm layout, float16); its position grid is the demo's 8 x 8 search grid.
@@ -92,8 +91,7 @@ VIT_SPECS: dict[str, ViTSpec] = {
     "dinov2_reg4_vitl14": ViTSpec("vit_large_patch14_reg4_dinov2", **_meta("dinov2_vitl14_reg4", "dinov2_vitl14"),
                                   weights_format="meta_or_timm", pos_embed="crop",
                                   timm_alternative="vit_large_patch14_reg4_dinov2.lvd142m"),
-    "vit_demo_p14_reg4": ViTSpec("vit_small_patch14_reg4_dinov2", overrides=(("embed_dim", 192), ("depth", 6),
-                                                                            ("num_heads", 3)),
+    "vit_demo_p14_reg4": ViTSpec("vit_small_patch14_reg4_dinov2", overrides=_DEMO_SIZE,
                                  weights_format="meta_or_timm", pos_embed="crop"),
     # Paper Table 9 (upstream config/LoRAT_timm): timm's ViT-B models with their timm/Hugging Face weights.
     "timm_dinov2_vitb14": ViTSpec("vit_base_patch14_dinov2", **_timm("vit_base_patch14_dinov2.lvd142m", 14)),

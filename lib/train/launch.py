@@ -6,9 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lib.utils.paths import RunPaths
-
-ROOT = Path(__file__).resolve().parents[2]
+from lib.utils.paths import PROJECT_ROOT as ROOT, RunPaths
 
 
 def run_step(command: list[str]) -> None:
