@@ -78,3 +78,13 @@ def test_pretraining_command_writes_a_loadable_backbone(tmp_path, run_cli):
     build_model(load_experiment("lorat", "demo"), training=True, backbone_weights=out)
     # its own pretraining data: domain P, written once and reused by the next run
     assert (tmp_path / "work" / "data" / "synthetic" / "P" / "train" / "list.txt").is_file()
+    # phase 2 starts from phase 1's final weights, and the file written is phase 2's backbone
+    runs = tmp_path / "work" / "checkpoints" / "train" / "lorat"
+    phase1 = runs / "demo_pretrain" / "demo_pretrain_final.pth"
+    phase2_log = (tmp_path / "work" / "logs" / "lorat-demo_pretrain2.log").read_text()
+    assert f"initial weights: loaded 102 tensors from {phase1}" in phase2_log
+    phase1_fc2 = torch.load(phase1, map_location="cpu", weights_only=True)["model"]["blocks.5.mlp.fc2.weight"]
+    phase2_file = runs / "demo_pretrain2" / "demo_pretrain2_final.pth"
+    phase2_fc2 = torch.load(phase2_file, map_location="cpu", weights_only=True)["model"]["blocks.5.mlp.fc2.weight"]
+    assert not torch.equal(phase2_fc2, phase1_fc2)
+    assert torch.equal(state["blocks.5.mlp.fc2.weight"], phase2_fc2.to(torch.float16))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
+import cv2
 import multiprocessing as mp
 import numpy as np
 from tqdm import tqdm
@@ -105,6 +106,9 @@ def _build(spec: TrackerSpec, device: str) -> Tracker:
 
 def _worker_main(index: int, spec: TrackerSpec, device: str, results_dir: Path, tasks, messages) -> None:
     """Worker process loop: ('start', index, name) then ('done', index, outcome) per sequence."""
+    # Workers run side by side, about one per core: OpenCV's own thread pool on top of that only contends (OpenCV's
+    # MIL tracked a sequence in 1.4 s with one thread and 3.4 s with two on a 2-core machine; docs/benchmarks.md).
+    cv2.setNumThreads(1)
     tracker = None
     build_error = None
     while (seq := tasks.get()) is not None:
