@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import torch
 
 from lib.config import ExperimentConfig, apply_overrides, load_experiment
 from lib.models import build_model, default_backbone_weights, load_checkpoint
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(0)
     cfg = apply_overrides(load_experiment(args.script, args.config), args.overrides)
     dist = init_distributed(force_cpu=args.cpu)
+    # On a CPU with several threads, two runs of the same command otherwise part in the last float bits within the
+    # first steps (the demo's stage 1 then scored 40.67 and 41.30 AUC); the deterministic kernels cost no measurable
+    # speed there (docs/benchmarks.md). Restored on return: tests and scripts call main() in their own process.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(deterministic or dist.device.type == "cpu")
     try:
         paths = RunPaths.for_run(args.save_dir, cfg.script, cfg.name)
         paths.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -130,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         if final is not None:
             log.info("done: %s", final)
     finally:
+        torch.use_deterministic_algorithms(deterministic)
         cleanup()
     return 0
 
