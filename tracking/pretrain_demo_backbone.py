@@ -14,9 +14,9 @@ The paper's trackers start from a backbone pretrained on a broad image collectio
    the format `vit_demo_p14_synthetic` reads (lib/models/backbone.py), and prints its SHA-256.
 
 Both phases resume when interrupted. Every random draw is seeded (`train.seed` 1000 and 1001, the data's own seed)
-and CPU training uses deterministic kernels, so two reruns on one machine, torch build and thread count give the
-same bytes. The shipped file's SHA-256 (README) is not expected from a rerun: it was trained before training on the
-CPU became deterministic.
+and CPU training uses deterministic kernels (two runs of the demo's stages gave byte-identical checkpoints; not
+checked for this script's full run). The shipped file's SHA-256 (README) is not expected from a rerun: it was
+trained before training on the CPU became deterministic.
 """
 from __future__ import annotations
 
